@@ -372,15 +372,16 @@ def weight_fingerprint(model) -> str:
     while another checkpoint (or another random init) differs.
     """
     base = base_model(model)
-    cfg = base.config
+    cfg = getattr(base, "config", None)
     h = hashlib.sha256()
+    h.update(type(base).__name__.encode())
     for key in ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                 "num_attention_heads", "num_key_value_heads"):
         h.update(f"{key}={getattr(cfg, key, None)};".encode())
     for name, p in sorted(base.named_parameters(), key=lambda kv: kv[0]):
         if "lora_" in name:
             continue
-        if "embed_tokens" in name or "norm" in name:
+        if "embed_tokens" in name or "norm" in name or cfg is None:
             t = p.detach().float().cpu().contiguous()
             h.update(name.encode())
             # round so that bf16/fp32 compute dtypes of the same checkpoint agree
