@@ -163,6 +163,7 @@ class GlobalGradient:
     def save(self, path: str | Path) -> Path:
         """Write one safetensors file (tensors + JSON metadata in its header), atomically."""
         path = Path(path)
+        self.meta["path"] = str(path)
         tensors = {}
         for n, (us, v) in self.factors.items():
             tensors[f"us::{n}"] = us.detach().float().cpu().contiguous()
@@ -202,6 +203,7 @@ class GlobalGradient:
         """Read an anchor; with ``model``, check it belongs to that model and adapter layout (else
         :class:`AnchorMismatchError` naming what differs)."""
         meta = cls.read_metadata(path)
+        meta["path"] = str(path)
         g = cls(space=meta["space"], meta=meta, energy_kept=dict(meta.get("energy_kept", {})))
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             for key in f.keys():

