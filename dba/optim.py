@@ -422,3 +422,7 @@ class AppliedLR(torch.optim.lr_scheduler.LRScheduler):
 
     def get_lr(self):
         return [g["lr"] for g in self.optimizer.param_groups]
+
+    def get_last_lr(self):
+        # read live: frameworks (e.g. the HF Trainer) ask right after optimizer.step(), before scheduler.step()
+        return [g["lr"] for g in self.optimizer.param_groups]

@@ -345,7 +345,7 @@ def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, prog
                 batch = {key: v.to(lm.device) for key, v in collate(examples, tok.pad_token_id).items()}
                 loss = model(**batch).loss / cfg.grad_accum
                 loss.backward()
-                loss_sum += float(loss)
+                loss_sum += float(loss.detach())
                 tokens += int(batch["attention_mask"].sum())
             if cfg.max_grad_norm is not None:
                 params = [p for g in opt.param_groups for p in g["params"]]
