@@ -1,0 +1,147 @@
+"""Chat (the base model and the tuned one answering the same prompt) and export (adapter zip, merged model zip).
+
+A LoRA run is loaded once as the base model with its trained adapter attached: the tuned answer is generated with the
+adapter enabled and the base answer inside PEFT's ``disable_adapter()`` — the same weights, one copy in memory. A
+full fine-tuning run loads the base model and the tuned checkpoint separately.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import torch
+
+from dba.errors import DBAError
+from dba.models import LoraSettings, load_model
+from dba.scores import mc_prompt
+
+_CACHE_LOCK = threading.Lock()
+_CACHE: dict = {"key": None, "value": None}
+"""One chat model at a time (memory): the run folder it was loaded for and (base, tuned, kind)."""
+
+
+def run_config(run_dir: Path) -> dict:
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise DBAError(f"{run_dir} is not a run folder (no config.json).")
+    cfg = json.loads(path.read_text())
+    if not ((Path(run_dir) / "adapter").exists() or (Path(run_dir) / "model").exists()):
+        raise DBAError(f"{Path(run_dir).name} has no trained result yet (no adapter/ or model/ folder): the run did "
+                       "not complete.")
+    return cfg
+
+
+def _lora(cfg: dict) -> LoraSettings | None:
+    return LoraSettings(**cfg["lora"]) if cfg.get("lora") else None
+
+
+def load_pair(run_dir: Path):
+    """(base, tuned, kind) for a run: kind "adapter" (one PEFT model, base = adapter disabled) or "full"."""
+    run_dir = Path(run_dir).resolve()
+    with _CACHE_LOCK:
+        if _CACHE["key"] == str(run_dir):
+            return _CACHE["value"]
+        _CACHE["key"], _CACHE["value"] = None, None  # free the old one before loading the next
+        cfg = run_config(run_dir)
+        device = cfg.get("device", "auto")
+        if (run_dir / "adapter").exists():
+            lm = load_model(cfg["model"], quantization=cfg.get("quantization", "none"), lora=_lora(cfg), device=device)
+            lm.model.load_adapter(str(run_dir / "adapter"), adapter_name="tuned")
+            lm.model.set_adapter("tuned")
+            value = (lm, lm, "adapter")
+        else:
+            base = load_model(cfg["model"], quantization="none", lora=None, device=device)
+            tuned = load_model(str(run_dir / "model"), lora=None, device=device)
+            value = (base, tuned, "full")
+        _CACHE["key"], _CACHE["value"] = str(run_dir), value
+        return value
+
+
+@torch.no_grad()
+def _generate(lm, prompt: str, max_new_tokens: int) -> str:
+    tok, model = lm.tokenizer, lm.model
+    has_template = bool(getattr(tok, "chat_template", None))
+    enc = tok(mc_prompt(tok, prompt), return_tensors="pt", add_special_tokens=not has_template)
+    enc = {k: v.to(lm.device) for k, v in enc.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id, use_cache=True)
+    finally:
+        model.train(was_training)
+    return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def chat(run_dir: Path, prompt: str, max_new_tokens: int = 64) -> tuple[str, str]:
+    """The base model's and the tuned model's greedy answers to one prompt."""
+    if not prompt or not prompt.strip():
+        raise DBAError("Type a question first.")
+    base, tuned, kind = load_pair(run_dir)
+    if kind == "adapter":
+        with tuned.model.disable_adapter():
+            a = _generate(base, prompt, max_new_tokens)
+        b = _generate(tuned, prompt, max_new_tokens)
+    else:
+        a, b = _generate(base, prompt, max_new_tokens), _generate(tuned, prompt, max_new_tokens)
+    empty = "(no answer: the model ended its reply at once)"
+    return a or empty, b or empty
+
+
+def _zip_folder(folder: Path, dest: Path, extra: dict[str, Path] | None = None) -> Path:
+    """Zip ``folder``'s files (and ``extra`` {name in zip: file}) to ``dest`` atomically."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(folder).as_posix())
+        for name, f in (extra or {}).items():
+            if f.exists():
+                z.write(f, name)
+    tmp.replace(dest)
+    return dest
+
+
+def _provenance(run_dir: Path) -> dict[str, Path]:
+    return {f"dba-run/{n}": run_dir / n for n in ("config.json", "status.json", "metrics.jsonl")}
+
+
+def export_adapter(run_dir: Path, out_dir: Path) -> Path:
+    """The run's PEFT adapter (adapter_config.json + adapter_model.safetensors) as a zip, with the run's config,
+    status and metrics under ``dba-run/``. A full fine-tuning run has no adapter: export its model instead."""
+    run_dir = Path(run_dir)
+    run_config(run_dir)
+    if not (run_dir / "adapter").exists():
+        raise DBAError(f"{run_dir.name} was a full fine-tuning run: it has no adapter. Use “merged model” to "
+                       "download the fine-tuned weights.")
+    return _zip_folder(run_dir / "adapter", Path(out_dir) / f"{run_dir.name}-adapter.zip", _provenance(run_dir))
+
+
+def export_merged(run_dir: Path, out_dir: Path) -> Path:
+    """A standalone checkpoint (base + adapter merged, with the tokenizer) as a zip; refused for 4-bit runs, whose
+    base weights are quantised (merging into them would lose the adapter's precision)."""
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    dest = Path(out_dir) / f"{run_dir.name}-merged.zip"
+    if (run_dir / "model").exists():  # full fine-tuning: the run already saved a standalone checkpoint
+        return _zip_folder(run_dir / "model", dest, _provenance(run_dir))
+    if cfg.get("quantization", "none") != "none":
+        raise DBAError("This run used a 4-bit base model: merging the adapter into quantised weights would lose "
+                       "precision. Download the adapter and merge it into the full-precision base instead.")
+    lm = load_model(cfg["model"], quantization="none", lora=_lora(cfg), device="cpu")
+    lm.model.load_adapter(str(run_dir / "adapter"), adapter_name="tuned")
+    lm.model.set_adapter("tuned")
+    merged = lm.model.merge_and_unload()
+    stage = Path(out_dir) / f".merge-{run_dir.name}-{int(time.time())}"
+    try:
+        merged.config.use_cache = True
+        merged.save_pretrained(stage)
+        lm.tokenizer.save_pretrained(stage)
+        return _zip_folder(stage, dest, _provenance(run_dir))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
