@@ -44,7 +44,8 @@ FORMAT_VERSION = 1
 
 def _clean_name(name: str) -> str:
     """Module/parameter names without PEFT's wrapper prefixes, so anchors match across wrappings."""
-    for prefix in ("base_model.model.", "module."):
+    # "module." (DDP / Accelerate) wraps the PEFT model, so it is stripped first.
+    for prefix in ("module.", "base_model.model."):
         if name.startswith(prefix):
             name = name[len(prefix):]
     return name.replace(".base_layer", "")
@@ -276,7 +277,7 @@ def choose_rank(singular_values: torch.Tensor, rank: int | None, energy: float |
         return 1
     cum = torch.cumsum(e, 0) / total
     # smallest k with cum[k-1] >= energy (tolerate round-off at energy=1)
-    k = int(torch.searchsorted(cum, torch.tensor(energy, dtype=cum.dtype) - 1e-12).item()) + 1
+    k = int(torch.searchsorted(cum, torch.tensor(energy, dtype=cum.dtype, device=cum.device) - 1e-12).item()) + 1
     return max(1, min(k, full))
 
 
@@ -352,6 +353,10 @@ def estimate_global_gradient(
     base_model_id: str | None = None,
     corpus_name: str | None = None,
     corpus_hash: str | None = None,
+    streaming: bool = False,
+    oversample: int | None = None,
+    sketch_seed: int = 0,
+    distributed: bool | None = None,
 ) -> GlobalGradient:
     """Estimate ĝ_G by zero-learning-rate training over ``batches`` (dicts with input_ids, attention_mask, labels).
 
@@ -361,6 +366,12 @@ def estimate_global_gradient(
       m_i = β1·m_{i-1} + (1−β1)·g_i, bias-corrected by 1/(1−β1^i).
     - compression: ``rank`` (fixed) or ``energy`` (smallest rank keeping that share of ‖Ĝ‖²); both None = dense.
     - ``callback(done, total, seconds)`` after each batch, for UIs.
+    - ``streaming`` (weight space): never hold Ĝ; build each matrix's rank-``rank`` factors in one pass from
+      randomised sketches with ``oversample`` extra columns (see :mod:`dba.streaming`; ``energy`` then picks a rank
+      up to ``rank`` from the estimated energy).
+    - ``distributed``: average the estimate across the ranks of an initialised ``torch.distributed`` group,
+      weighted by each rank's batch count (None = whenever one with more than one rank is initialised); see
+      :mod:`dba.distributed`.
 
     The weights are checked to be unchanged at the end (a checksum of every parameter before and after).
     """
@@ -368,11 +379,24 @@ def estimate_global_gradient(
 
     if estimator not in ("mean", "ema"):
         raise DBAError(f"Unknown estimator {estimator!r}; use 'mean' or 'ema'.")
+    from . import distributed as dist_
+
+    dist_.check_supported(model)
+    model = dist_.unwrap_model(model)  # hooks and names live on the plain (PEFT) model, not on a DDP wrapper
     if space == "auto":
         space = "weight" if lora_layers(model) else "param"
     targets = _anchor_targets(model, space)
     device = next(model.parameters()).device
-    store = {n: torch.zeros(shape, dtype=torch.float32, device=device) for n, shape in targets.items()}
+    if streaming:
+        from .streaming import DEFAULT_OVERSAMPLE, make_sketches
+
+        if space != "weight":
+            raise DBAError("The streaming anchor is for weight space (QLoRA/LoRA): in parameter space the "
+                           "gradients are held by backward anyway; use streaming=False.")
+        oversample = DEFAULT_OVERSAMPLE if oversample is None else oversample
+        store, _tests = make_sketches(targets, rank, oversample, sketch_seed, device)
+    else:
+        store = {n: torch.zeros(shape, dtype=torch.float32, device=device) for n, shape in targets.items()}
     params = trainable_parameters(model) if space == "param" else {}
     hooks = _WeightGradHooks(model, lora_layers(model), store) if space == "weight" else None
 
@@ -416,18 +440,30 @@ def estimate_global_gradient(
             hooks.remove()
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    if n == 0:
+    share = distributed is not False and dist_.world_size() > 1  # average with the other ranks below
+    if n == 0 and not share:
         raise DBAError("No general batches were given: the global gradient needs at least one batch.")
-    if estimator == "ema":  # bias correction, as Adam does for its first moment
+    if estimator == "ema" and n > 0:  # bias correction, as Adam does for its first moment
         for t in store.values():
             t.div_(1.0 - beta1 ** n)
+    world = 1
+    if share:
+        # every rank ends with the batch-weighted mean of all ranks' estimates (an exact mean over all batches)
+        n_local = n
+        n, tokens = dist_.average_estimate(store, n_local, tokens)
+        world = dist_.world_size()
     if _weights_checksum(model) != checksum_before:
         raise AssertionError("weights changed during zero-learning-rate estimation")  # a bug, never user error
     seconds = time.perf_counter() - t0
 
     g = GlobalGradient(space=space)
     for name, t in store.items():
-        if t.dim() == 2 and (rank is not None or energy is not None):
+        if not isinstance(t, torch.Tensor):  # a streaming sketch: factors without ever forming Ĝ
+            us, v, s, kept = t.factors(rank, energy)
+            g.factors[name] = (us, v)
+            g.spectra[name] = s
+            g.energy_kept[name] = kept
+        elif t.dim() == 2 and (rank is not None or energy is not None):
             us, v, s, kept = compress(t, rank, energy)
             g.factors[name] = (us, v)
             g.spectra[name] = s
@@ -449,6 +485,9 @@ def estimate_global_gradient(
         "estimator": estimator,
         "beta1": beta1 if estimator == "ema" else None,
         "seconds": round(seconds, 3),
+        "streaming": bool(streaming),
+        "oversample": oversample if streaming else None,
+        "world_size": world,
         "library_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

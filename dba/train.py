@@ -92,6 +92,8 @@ class FinetuneConfig:
     output_dir: str = "runs/run"
     """The run folder."""
     device: str = "auto"
+    dtype: str | None = None
+    """Weight dtype (compute dtype for 4-bit): None = bf16 on a GPU that supports it, else fp32."""
     trust_remote_code: bool = False
 
     def to_dict(self) -> dict:
@@ -270,7 +272,7 @@ def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, prog
     ckpt = out / "checkpoint"
     note(phase="load", message=f"loading model {cfg.model}")
     _seed_everything(cfg.seed)  # before LoRA init: same seed, same adapter start
-    lm = load_model(cfg.model, quantization=cfg.quantization, lora=cfg.lora, device=cfg.device,
+    lm = load_model(cfg.model, quantization=cfg.quantization, lora=cfg.lora, device=cfg.device, dtype=cfg.dtype,
                     trust_remote_code=cfg.trust_remote_code)
     model, tok = lm.model, lm.tokenizer
     domain = load_corpus(_corpus_path(cfg.domain, "train"), tok, cfg.max_length)

@@ -1,13 +1,13 @@
-"""The sweep that chose DBA Studio's default hyper-parameters for the embedded model (docs/defaults.md).
+"""The sweep that chose DBA Studio's default hyper-parameters for the embedded model (see docs/defaults.md).
 
-Runs `direct` and `dba` variants on one bundled domain with one shared global gradient, scores each run
-(S_G on the general eval set, S_D on the domain eval set, S their harmonic mean) and prints a Markdown table.
+Runs `direct`, `mixture` and `dba` variants on one bundled domain with ONE shared global gradient, scores the base
+model once and every run once at its end — per item, so S_G / S_D can be recomputed on any subset of the eval sets —
+and prints a Markdown table.
 
-    .venv/bin/python scripts/sweep_defaults.py --domain finance --grid lr --out runs/sweep-lr
-    .venv/bin/python scripts/sweep_defaults.py --grid k0 --lr 1e-3 --out runs/sweep-k0
+    .venv/bin/python scripts/sweep_defaults.py --plan lr --out runs/sweep-lr          # direct vs dba over η_0
+    .venv/bin/python scripts/sweep_defaults.py --plan full --out runs/sweep-full      # everything in docs/defaults.md
 
-Grids (each a list of (label, method, overrides)): see GRIDS below. Every run uses the same seed, data order, steps
-and batch size; only the named knobs change.
+Every run uses the same seed, data order, steps and batch size; only the named knobs change.
 """
 from __future__ import annotations
 
@@ -17,11 +17,14 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from dba import LoraSettings
-from dba.data import batch_plan, bundled_path, collate, load_corpus
+from dba.data import batch_plan, bundled_path, collate, load_corpus, load_mc
 from dba.global_gradient import GlobalGradient, estimate_global_gradient
 from dba.models import load_model
 from dba.optim import AnnealConfig, BoostConfig, CorrectionConfig, DBAConfig
+from dba.scores import combine, harmonic_mean, score_generation, score_mc_loglik
 from dba.train import FinetuneConfig, finetune
 
 
@@ -32,113 +35,134 @@ def dba_cfg(lr, k0=None, k0_max=0.1, dc="paper", dc_on=True, boost_on=True, mode
                      anneal=AnnealConfig(lr=lr, enabled=anneal_on))
 
 
-def grid(name: str, lr: float) -> list[tuple[str, str, dict]]:
-    if name == "lr":
-        out = []
-        for x in (1e-4, 3e-4, 1e-3, 3e-3):
-            out.append((f"direct lr={x:g}", "direct", {"dba": dba_cfg(x)}))
-            out.append((f"dba lr={x:g}", "dba", {"dba": dba_cfg(x)}))
-        return out
-    if name == "k0":
-        out = [("direct", "direct", {"dba": dba_cfg(lr)})]
-        for k0 in (0.05, 0.1, 0.3, 0.5, 0.9):
-            out.append((f"dba k0={k0:g}", "dba", {"dba": dba_cfg(lr, k0=k0)}))
-        return out
-    if name == "dc":
-        return [("direct", "direct", {"dba": dba_cfg(lr)})] + [
-            (f"dba dc={f}", "dba", {"dba": dba_cfg(lr, dc=f)}) for f in ("paper", "conservative", "off")]
-    if name == "variants":
-        return [
-            ("direct", "direct", {"dba": dba_cfg(lr)}),
-            ("dba", "dba", {"dba": dba_cfg(lr)}),
-            ("dba relative", "dba", {"dba": dba_cfg(lr, scale="relative")}),
-            ("dba projection", "dba", {"dba": dba_cfg(lr, mode="projection")}),
-            ("mixture 0.3", "mixture", {"dba": dba_cfg(lr), "mixture_ratio": 0.3}),
-        ]
-    if name == "rank":
-        out = []
-        for r in (4, 8, 16, 32):
-            for m in ("direct", "dba"):
-                out.append((f"{m} r={r}", m, {"dba": dba_cfg(lr), "lora": LoraSettings(rank=r, alpha=2 * r)}))
-        return out
-    raise SystemExit(f"unknown grid {name}")
+def plan(name: str, lrs: list[float]) -> list[tuple[str, str, dict]]:
+    """(label, method, FinetuneConfig overrides) for each run of a plan."""
+    runs: list[tuple[str, str, dict]] = []
+    if name in ("lr", "full"):
+        for lr in lrs:
+            runs.append((f"direct lr={lr:g}", "direct", {"dba": dba_cfg(lr)}))
+            runs.append((f"dba lr={lr:g}", "dba", {"dba": dba_cfg(lr)}))
+    if name in ("k0", "full"):
+        for lr in lrs[-2:]:
+            for k0 in (0.05, 0.3, 0.5, 0.9):
+                runs.append((f"dba lr={lr:g} k0={k0:g}", "dba", {"dba": dba_cfg(lr, k0=k0)}))
+    if name in ("variants", "full"):
+        for lr in lrs[-2:]:
+            runs += [
+                (f"dba lr={lr:g} dc=conservative", "dba", {"dba": dba_cfg(lr, dc="conservative")}),
+                (f"dba lr={lr:g} dc=off", "dba", {"dba": dba_cfg(lr, dc_on=False)}),
+                (f"dba lr={lr:g} relative k0=0.5", "dba", {"dba": dba_cfg(lr, k0=0.5, scale="relative")}),
+                (f"dba lr={lr:g} projection", "dba", {"dba": dba_cfg(lr, mode="projection")}),
+                (f"mixture lr={lr:g} r=0.3", "mixture", {"dba": dba_cfg(lr), "mixture_ratio": 0.3}),
+            ]
+    if not runs:
+        raise SystemExit(f"unknown plan {name}")
+    return runs
+
+
+def score_items(model, tok, items, batch_size=32) -> dict:
+    """Per-item correctness under both scorers, keyed by item id (so any subset can be re-scored)."""
+    ll = score_mc_loglik(model, tok, items, batch_size=batch_size)
+    gen = score_generation(model, tok, items, batch_size=batch_size)
+    return {(it.id or str(i)): {"ll": int(ll.predictions[i] == it.answer), "gen": int(gen.correct[i]),
+                                "reply": gen.replies[i][:80]}
+            for i, it in enumerate(items)}
+
+
+def summarise(per_item: dict, ids: list[str] | None = None) -> dict:
+    ids = ids or list(per_item)
+    ll = sum(per_item[i]["ll"] for i in ids) / len(ids)
+    gen = sum(per_item[i]["gen"] for i in ids) / len(ids)
+    return {"loglik": ll, "gen": gen, "score": combine(ll, gen, "mean")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--grid", default="lr", choices=["lr", "k0", "dc", "variants", "rank"])
+    ap.add_argument("--plan", default="lr", choices=["lr", "k0", "variants", "full"])
+    ap.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3", help="η_0 values (k0/variants use the last two)")
     ap.add_argument("--domain", default="finance")
     ap.add_argument("--model", default="default")
-    ap.add_argument("--lr", type=float, default=1e-3, help="η_0 for grids other than lr")
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--lora-rank", type=int, default=16)
-    ap.add_argument("--anchor-batches", type=int, default=16)
-    ap.add_argument("--eval-items", type=int, default=None)
+    ap.add_argument("--anchor-batches", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", default=None, help="comma-separated labels to run (subset of the grid)")
+    ap.add_argument("--general-eval", default=None, help="general MC eval file (default: bundled)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="float32", help="float32 everywhere, so GPU and CPU runs agree")
+    ap.add_argument("--max-items", type=int, default=None, help="first N items of each eval set (smoke tests)")
     ap.add_argument("--out", default="runs/sweep")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lora = LoraSettings(rank=args.lora_rank, alpha=2 * args.lora_rank)
+    gen_items = load_mc(args.general_eval or bundled_path("general", "eval"))
+    dom_items = load_mc(bundled_path(args.domain, "eval"))
+    if args.max_items:
+        gen_items, dom_items = gen_items[:args.max_items], dom_items[:args.max_items]
 
+    lm = load_model(args.model, lora=lora, device=args.device, dtype=args.dtype)
     anchor_path = out / "anchor.safetensors"
     if anchor_path.exists():
-        anchor = GlobalGradient.load(anchor_path)
+        anchor = GlobalGradient.load(anchor_path, lm.model)
     else:
-        lm = load_model(args.model, lora=lora)
-        general = load_corpus(bundled_path("general"), lm.tokenizer, 256)
-        plan = batch_plan(len(general), args.batch_size, args.anchor_batches, args.seed + 7919)
-        batches = (collate([general.examples[i] for i in idx], lm.tokenizer.pad_token_id) for idx in plan)
+        general = load_corpus(bundled_path("general"), lm.tokenizer, args.max_length)
+        bp = batch_plan(len(general), args.batch_size, args.anchor_batches, args.seed + 7919)
+        batches = (collate([general.examples[i] for i in idx], lm.tokenizer.pad_token_id) for idx in bp)
         anchor = estimate_global_gradient(lm.model, batches, base_model_id=args.model, corpus_name=general.name,
-                                          corpus_hash=general.content_hash)
+                                          corpus_hash=general.content_hash, progress=False)
         anchor.save(anchor_path)
-        del lm
+    print("anchor", json.dumps(anchor.summary()), flush=True)
+    base = {"general": score_items(lm.model, lm.tokenizer, gen_items),
+            "domain": score_items(lm.model, lm.tokenizer, dom_items)}
+    del lm
+    per_item = {"base": base}
 
     rows = []
-    results_path = out / "results.csv"
-    done = set()
-    if results_path.exists():
-        with open(results_path) as f:
-            rows = list(csv.DictReader(f))
-        done = {r["label"] for r in rows}
-    only = set(args.only.split(",")) if args.only else None
-    for label, method, over in grid(args.grid, args.lr):
-        if label in done or (only and label not in only):
-            continue
+    for label, method, over in plan(args.plan, [float(x) for x in args.lrs.split(",")]):
         kw = dict(method=method, model=args.model, lora=lora, domain=args.domain, steps=args.steps,
-                  batch_size=args.batch_size, seed=args.seed, eval_items=args.eval_items,
-                  output_dir=str(out / label.replace(" ", "_").replace("=", "")))
+                  batch_size=args.batch_size, seed=args.seed, max_length=args.max_length, evaluate_at_end=False,
+                  output_dir=str(out / label.replace(" ", "_").replace("=", "")), device=args.device,
+                  dtype=args.dtype)
         kw.update(over)
-        cfg = FinetuneConfig(**kw)
         t0 = time.time()
-        r = finetune(cfg, anchor=anchor if method == "dba" else None, progress=False)
-        evals = [m for m in r.metrics if m["type"] == "eval"]
-        steps = [m for m in r.metrics if m["type"] == "step"]
-        base, final = evals[0], evals[-1]
-        rhos = [m["rho"] for m in steps]
-        row = {"label": label, "method": method,
-               "s_g": final["s_g"], "s_d": final["s_d"], "s": final["s"],
-               "d_s_g": final["s_g"] - base["s_g"], "d_s_d": final["s_d"] - base["s_d"], "d_s": final["s"] - base["s"],
-               "gen_g": final["detail"]["general"].get("gen"), "ll_g": final["detail"]["general"].get("loglik"),
-               "gen_d": final["detail"]["domain"].get("gen"), "ll_d": final["detail"]["domain"].get("loglik"),
-               "final_loss": steps[-1]["loss"], "rho_min": min(rhos), "rho_max": max(rhos),
-               "lam_max": max(m["lam"] for m in steps), "seconds": round(time.time() - t0, 1)}
+        r = finetune(FinetuneConfig(**kw), anchor=anchor if method == "dba" else None, progress=False,
+                     keep_model=True)
+        m, tok = r.loaded.model, r.loaded.tokenizer
+        res = {"general": score_items(m, tok, gen_items), "domain": score_items(m, tok, dom_items)}
+        per_item[label] = res
+        steps = [x for x in r.metrics if x["type"] == "step"]
+        g, d = summarise(res["general"]), summarise(res["domain"])
+        bg, bd = summarise(base["general"]), summarise(base["domain"])
+        row = {"label": label, "method": method, "s_g": g["score"], "s_d": d["score"],
+               "s": harmonic_mean(g["score"], d["score"]),
+               "d_s_g": g["score"] - bg["score"], "d_s_d": d["score"] - bd["score"],
+               "gen_g": g["gen"], "ll_g": g["loglik"], "gen_d": d["gen"], "ll_d": d["loglik"],
+               "final_loss": steps[-1]["loss"], "rho_min": min(x["rho"] for x in steps),
+               "rho_max": max(x["rho"] for x in steps), "lam_max": max(x["lam"] for x in steps),
+               "seconds": round(time.time() - t0, 1)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-        with open(results_path, "w", newline="") as f:
+        del r, m
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        with open(out / "results.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(row))
             w.writeheader()
             w.writerows(rows)
-    base_s = None
-    print(f"\n| run | S_G | S_D | S | ΔS_G | ΔS_D | ΔS | gen_G | final loss | ρ range | λ max |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+        (out / "per_item.json").write_text(json.dumps(per_item))
+
+    bg, bd = summarise(base["general"]), summarise(base["domain"])
+    print(f"\nbase: S_G {bg['score']:.3f} (loglik {bg['loglik']:.3f}, gen {bg['gen']:.3f}), "
+          f"S_D {bd['score']:.3f} (loglik {bd['loglik']:.3f}, gen {bd['gen']:.3f}), "
+          f"S {harmonic_mean(bg['score'], bd['score']):.3f}")
+    print("\n| run | S_G | S_D | S | ΔS_G | ΔS_D | gen_G | final loss | ρ range | λ max |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        f = lambda k: f"{float(r[k]):.3f}" if r.get(k) not in (None, "") else "–"
-        print(f"| {r['label']} | {f('s_g')} | {f('s_d')} | {f('s')} | {float(r['d_s_g']):+.3f} | "
-              f"{float(r['d_s_d']):+.3f} | {float(r['d_s']):+.3f} | {f('gen_g')} | {f('final_loss')} | "
-              f"[{float(r['rho_min']):+.2f}, {float(r['rho_max']):+.2f}] | {f('lam_max')} |")
+        print(f"| {r['label']} | {r['s_g']:.3f} | {r['s_d']:.3f} | {r['s']:.3f} | {r['d_s_g']:+.3f} | "
+              f"{r['d_s_d']:+.3f} | {r['gen_g']:.3f} | {r['final_loss']:.3f} | "
+              f"[{r['rho_min']:+.2f}, {r['rho_max']:+.2f}] | {r['lam_max']:.2f} |")
 
 
 if __name__ == "__main__":
