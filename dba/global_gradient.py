@@ -476,7 +476,7 @@ def estimate_global_gradient(
         "weight_fingerprint": weight_fingerprint(model),
         "targets": {n: list(s) for n, s in targets.items()},
         "space": space,
-        "rank": rank,
+        "rank": rank if rank is not None or not streaming else store_rank(store),
         "energy": energy,
         "corpus": corpus_name,
         "corpus_hash": corpus_hash,
@@ -492,6 +492,11 @@ def estimate_global_gradient(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return g
+
+
+def store_rank(store: dict) -> int | None:
+    """The target rank of a streaming store's sketches (None for a dense store)."""
+    return next((t.rank for t in store.values() if hasattr(t, "rank")), None)
 
 
 def file_hash(path: str | Path) -> str:

@@ -1,0 +1,1 @@
+"""DBA Studio benchmarks: `python -m bench` prints the tables (see bench/README.md)."""
