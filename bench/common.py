@@ -29,7 +29,7 @@ PRESETS: dict[str, dict] = {
     # a smoke-test Llama (seconds on a CPU)
     "llama-micro": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                         num_key_value_heads=2, vocab_size=32000),
-    # a CPU-sized Llama (~25 M parameters without the embeddings)
+    # a CPU-sized Llama (~13 M parameters besides the 33 M of embeddings)
     "llama-small": dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=4, num_attention_heads=8,
                         num_key_value_heads=8, vocab_size=32000),
     # TinyLlama-1.1B's shapes
