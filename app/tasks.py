@@ -10,7 +10,8 @@ from dba.data import batch_plan, collate, load_corpus
 from dba.global_gradient import GlobalGradient, estimate_global_gradient
 from dba.models import load_model
 from dba.optim import AnnealConfig, BoostConfig, CorrectionConfig, DBAConfig
-from dba.train import FinetuneConfig, _corpus_path, finetune
+from dba.data import resolve_corpus
+from dba.train import FinetuneConfig, finetune
 
 from . import teaching
 from .jobs import Job
@@ -23,7 +24,7 @@ class JobCancelled(Exception):
 
 def corpus_path(name_or_path: str, split: str = "train") -> Path:
     """A bundled data set name or a (checked, uploaded) file, as the engine resolves it."""
-    return _corpus_path(name_or_path, split)
+    return resolve_corpus(name_or_path, split)
 
 
 def load_choice(choice: ModelChoice):

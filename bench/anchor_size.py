@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from dba.global_gradient import GlobalGradient, choose_rank
+from dba.global_gradient import GlobalGradient, choose_rank, choose_ranks_total
 
 from .common import table
 
@@ -19,27 +19,6 @@ RANKS = (1, 4, 16, 64, 256)
 GLOBAL_ENERGIES = (0.8, 0.9, 0.95)
 
 
-def global_ranks(anchor: GlobalGradient, shapes: dict, target: float) -> dict[str, int]:
-    """Ranks that keep ``target`` of the anchor's TOTAL energy Σ_l ‖Ĝ_l‖² with the fewest stored floats: take singular
-    values across all matrices in order of σ² per stored float (m + n), greedily (within one matrix that order is
-    its own order, so each matrix keeps a prefix). Not a library option (yet): it shows what a global rule would buy."""
-    items, total = [], 0.0
-    for name, s in anchor.spectra.items():
-        m, n = shapes[name]
-        e = (s.double() ** 2).tolist()
-        total += sum(e)
-        items += [(v / (m + n), v, name) for v in e]
-    items.sort(key=lambda t: -t[0])
-    ranks = {name: 0 for name in anchor.spectra}
-    acc = 0.0
-    for _, v, name in items:
-        if acc >= target * total:
-            break
-        ranks[name] += 1
-        acc += v
-    return {k: max(v, 1) for k, v in ranks.items()}
-
-
 def rows_for(anchor: GlobalGradient, energies=ENERGIES, ranks=RANKS) -> tuple[list[list], float]:
     shapes = {n: anchor.shape(n) for n in anchor.names()}
     dense = sum(torch.Size(s).numel() for s in shapes.values())
@@ -48,7 +27,7 @@ def rows_for(anchor: GlobalGradient, energies=ENERGIES, ranks=RANKS) -> tuple[li
         [("total", e) for e in GLOBAL_ENERGIES]
     rows = []
     for kind, value in settings:
-        chosen = global_ranks(anchor, shapes, value) if kind == "total" else None
+        chosen = choose_ranks_total(anchor.spectra, shapes, value) if kind == "total" else None
         stored, ks, kept, kept_e, all_e = vectors, [], [], 0.0, 0.0
         for name, s in anchor.spectra.items():
             m, n = shapes[name]

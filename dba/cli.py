@@ -97,18 +97,19 @@ def cmd_anchor(args) -> int:
     from .data import batch_plan, collate, load_corpus
     from .global_gradient import estimate_global_gradient
     from .models import load_model
-    from .train import _corpus_path
+    from .data import resolve_corpus
 
     if args.quick:
         args.batches = min(args.batches, QUICK["anchor_batches"])
     lm = load_model(args.model, quantization=args.quantization, lora=_lora(args), device=args.device,
                     trust_remote_code=args.trust_remote_code)
-    corpus = load_corpus(_corpus_path(args.corpus, "train"), lm.tokenizer, args.max_length)
+    corpus = load_corpus(resolve_corpus(args.corpus, "train"), lm.tokenizer, args.max_length)
     plan = batch_plan(len(corpus), args.batch_size, args.batches, args.seed)
     batches = (collate([corpus.examples[i] for i in idx], lm.tokenizer.pad_token_id) for idx in plan)
     energy = None if args.rank else args.energy
     g = estimate_global_gradient(lm.model, batches, space=args.space, estimator=args.estimator, rank=args.rank,
-                                 energy=energy, max_batches=args.batches, base_model_id=args.model,
+                                 energy=energy, energy_scope=args.energy_scope, max_batches=args.batches,
+                                 base_model_id=args.model,
                                  corpus_name=corpus.name, corpus_hash=corpus.content_hash)
     path = g.save(args.output)
     s = g.summary()
@@ -136,6 +137,8 @@ def _add_anchor(sub) -> None:
     p.add_argument("--estimator", choices=["mean", "ema"], default="mean")
     p.add_argument("--rank", type=int, default=None, help="fixed SVD rank per matrix (overrides --energy)")
     p.add_argument("--energy", type=float, default=0.9, help="keep this share of each matrix's energy")
+    p.add_argument("--energy-scope", choices=["matrix", "total"], default="matrix",
+                   help="matrix: --energy of every matrix; total: --energy of the whole anchor in the fewest floats")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help=f"{QUICK['anchor_batches']} batches")
     p.add_argument("-o", "--output", default="runs/anchor.safetensors", help="where to save the anchor")

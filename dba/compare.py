@@ -450,8 +450,9 @@ def compare(cfg: CompareConfig, cancel: threading.Event | Callable[[], bool] | N
     from .global_gradient import GlobalGradient
     from .models import load_model
     from .scores import harmonic_mean
-    from .train import (FinetuneConfig, _cancelled, _corpus_path, _device_seconds, _seed_everything,
-                        evaluate_model, finetune, load_eval_sets, prepare_anchor)
+    from .data import resolve_corpus
+    from .train import (FinetuneConfig, _cancelled, _device_seconds, _seed_everything, evaluate_model, finetune,
+                        load_eval_sets, prepare_anchor)
 
     t_start = time.perf_counter()
     specs = plan_runs(cfg)
@@ -474,7 +475,7 @@ def compare(cfg: CompareConfig, cancel: threading.Event | Callable[[], bool] | N
         ft = FinetuneConfig(domain=d, general=cfg.general, domain_eval=cfg.domain_eval,
                             general_eval=cfg.general_eval)
         sets[d] = load_eval_sets(ft)
-        if not _corpus_path(d, "train").exists():
+        if not resolve_corpus(d, "train").exists():
             raise DBAError(f"Domain corpus not found: {d}")
         if not sets[d][1]:
             warnings.append(f"{d}: no domain eval set, so S_D and S are not measured.")

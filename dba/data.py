@@ -608,6 +608,13 @@ def data_samples_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "data_samples"
 
 
+def resolve_corpus(name_or_path: str, split: str = "train") -> Path:
+    """A corpus argument as users type it: an existing file or folder wins; otherwise it names a bundled set
+    (``"general"``, ``"finance"`` ...) and ``split`` picks its ``train`` or ``eval`` file."""
+    p = Path(name_or_path).expanduser()
+    return p if p.exists() else bundled_path(name_or_path, split)
+
+
 def bundled_path(name: str, split: str = "train") -> Path:
     """A bundled sample file: ``"general"`` or one of :data:`BUNDLED_DOMAINS`; split ``"train"`` (instruction
     JSON Lines) or ``"eval"`` (multiple-choice JSON Lines)."""

@@ -21,5 +21,9 @@ class AnchorMismatchError(DBAError):
     """A saved global gradient that does not belong to the model / adapter layout it is loaded against."""
 
 
+class EvaluationError(DBAError):
+    """An evaluation option that cannot be used (unknown scorer, a combination that lacks a needed score)."""
+
+
 class TrainingError(DBAError):
     """A fine-tuning run that cannot continue (e.g. too many non-finite gradients in a row)."""

@@ -281,6 +281,31 @@ def choose_rank(singular_values: torch.Tensor, rank: int | None, energy: float |
     return max(1, min(k, full))
 
 
+def choose_ranks_total(spectra: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int]],
+                       energy: float) -> dict[str, int]:
+    """Ranks that keep ``energy`` of the anchor's TOTAL energy Σ_l ‖Ĝ_l‖² in the fewest stored floats.
+
+    Why: a per-matrix rule keeps 90% of every matrix, so noisy, flat-spectrum matrices that hold little of the total
+    still get large ranks. Here singular values of all matrices are taken greedily in order of σ² per stored float
+    (m + n for one more column of US and V); within one matrix that order is its own, so each keeps a prefix
+    (at least rank 1)."""
+    items, total = [], 0.0
+    for name, s in spectra.items():
+        m, n = shapes[name]
+        e = (s.double() ** 2).tolist()
+        total += sum(e)
+        items += [(v / (m + n), v, name) for v in e]
+    items.sort(key=lambda t: -t[0])
+    ranks = {name: 0 for name in spectra}
+    acc = 0.0
+    for _, v, name in items:
+        if acc >= energy * total:
+            break
+        ranks[name] += 1
+        acc += v
+    return {k: max(v, 1) for k, v in ranks.items()}
+
+
 def compress(matrix: torch.Tensor, rank: int | None = None, energy: float | None = None):
     """Truncated SVD of one matrix: returns (US, V, all singular values, energy kept)."""
     m = matrix.float()
@@ -347,6 +372,7 @@ def estimate_global_gradient(
     beta1: float = 0.9,
     rank: int | None = None,
     energy: float | None = 0.9,
+    energy_scope: Literal["matrix", "total"] = "matrix",
     max_batches: int | None = None,
     progress: bool = True,
     callback: Callable[[int, int | None, float], None] | None = None,
@@ -365,6 +391,8 @@ def estimate_global_gradient(
     - ``estimator``: ``"mean"`` exact running mean m_i = m_{i-1} + (g_i − m_{i-1})/i; ``"ema"`` Adam's first moment
       m_i = β1·m_{i-1} + (1−β1)·g_i, bias-corrected by 1/(1−β1^i).
     - compression: ``rank`` (fixed) or ``energy`` (smallest rank keeping that share of ‖Ĝ‖²); both None = dense.
+      ``energy_scope``: ``"matrix"`` keeps ``energy`` of each matrix; ``"total"`` keeps ``energy`` of Σ_l ‖Ĝ_l‖²
+      with the fewest stored floats (:func:`choose_ranks_total`; much smaller, uneven per matrix).
     - ``callback(done, total, seconds)`` after each batch, for UIs.
     - ``streaming`` (weight space): never hold Ĝ; build each matrix's rank-``rank`` factors in one pass from
       randomised sketches with ``oversample`` extra columns (see :mod:`dba.streaming`; ``energy`` then picks a rank
@@ -379,6 +407,11 @@ def estimate_global_gradient(
 
     if estimator not in ("mean", "ema"):
         raise DBAError(f"Unknown estimator {estimator!r}; use 'mean' or 'ema'.")
+    if energy_scope not in ("matrix", "total"):
+        raise DBAError(f"Unknown energy_scope {energy_scope!r}; use 'matrix' or 'total'.")
+    if energy_scope == "total" and streaming:
+        raise DBAError("energy_scope='total' needs every matrix's spectrum before choosing ranks, which the one-pass "
+                       "streaming anchor does not have; use energy_scope='matrix' with streaming.")
     from . import distributed as dist_
 
     dist_.check_supported(model)
@@ -457,6 +490,12 @@ def estimate_global_gradient(
     seconds = time.perf_counter() - t0
 
     g = GlobalGradient(space=space)
+    total_ranks = None
+    if energy_scope == "total" and rank is None and energy is not None:
+        # one cheap pass for the singular values of every matrix, then the ranks for the share of the total energy
+        mats = {name: t for name, t in store.items() if t.dim() == 2}
+        total_ranks = choose_ranks_total({name: torch.linalg.svdvals(t.float()) for name, t in mats.items()},
+                                         {name: tuple(t.shape) for name, t in mats.items()}, energy)
     for name, t in store.items():
         if not isinstance(t, torch.Tensor):  # a streaming sketch: factors without ever forming Ĝ
             us, v, s, kept = t.factors(rank, energy)
@@ -464,7 +503,7 @@ def estimate_global_gradient(
             g.spectra[name] = s
             g.energy_kept[name] = kept
         elif t.dim() == 2 and (rank is not None or energy is not None):
-            us, v, s, kept = compress(t, rank, energy)
+            us, v, s, kept = compress(t, total_ranks[name] if total_ranks else rank, energy)
             g.factors[name] = (us, v)
             g.spectra[name] = s
             g.energy_kept[name] = kept
@@ -478,6 +517,7 @@ def estimate_global_gradient(
         "space": space,
         "rank": rank if rank is not None or not streaming else store_rank(store),
         "energy": energy,
+        "energy_scope": energy_scope,
         "corpus": corpus_name,
         "corpus_hash": corpus_hash,
         "batches": n,

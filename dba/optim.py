@@ -310,6 +310,11 @@ class DBAOptimizer(torch.optim.AdamW):
         # carry them and a resumed run continues the same schedule.
         self.param_groups[0].update(dba_t=0, dba_skipped=0, dba_nonfinite_in_a_row=0)
         needs_anchor = config.boost.enabled or config.correction.enabled
+        if needs_anchor:
+            # The anchor map and ρ_t need every rank's full LoRA weights and gradients: refuse sharded layouts
+            # (FSDP, DeepSpeed ZeRO, DTensor) here, at start, rather than compute ρ_t from shards.
+            from .distributed import check_supported
+            check_supported(model, self)
         if needs_anchor and anchor is None:
             raise DBAError("DBA with boost or correction on needs a global gradient (anchor); pass one or use "
                            "DBAConfig.direct(...).")

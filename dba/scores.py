@@ -23,17 +23,12 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import torch
 
-from .errors import DataError, DBAError
+from .errors import DataError, DBAError, EvaluationError
 
 if TYPE_CHECKING:  # dba.data is written alongside this module; only its MCItem's shape is used here
     from .data import MCItem
 
 SCORERS = ("mean", "loglik", "gen")
-
-
-class EvaluationError(DBAError):
-    """An evaluation option that cannot be used (unknown scorer, a combination that lacks a needed score)."""
-    # Lives here rather than in errors.py only because this module was written while others edited errors.py.
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from typing import Callable, Literal
 
 import torch
 
-from .data import Corpus, MCItem, batch_plan, bundled_path, collate, load_corpus, load_mc
+from .data import Corpus, MCItem, batch_plan, collate, load_corpus, load_mc, resolve_corpus
 from .errors import DBAError
 from .global_gradient import GlobalGradient, estimate_global_gradient, file_hash
 from .io import atomic_dir, atomic_write_json, read_jsonl
@@ -135,11 +135,6 @@ class RunResult:
     loaded: LoadedModel | None = None
 
 
-def _corpus_path(name: str, split: str) -> Path:
-    p = Path(name).expanduser()
-    return p if p.exists() else bundled_path(name, split)
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -175,7 +170,7 @@ def load_eval_sets(cfg: FinetuneConfig) -> tuple[list[MCItem], list[MCItem]]:
         if explicit:
             return load_mc(explicit)
         try:
-            return load_mc(_corpus_path(corpus, "eval"))
+            return load_mc(resolve_corpus(corpus, "eval"))
         except DBAError:  # a user corpus without a bundled eval set: no score for it
             return []
     return one(cfg.general_eval, cfg.general), one(cfg.domain_eval, cfg.domain)
@@ -196,7 +191,7 @@ def prepare_anchor(cfg: FinetuneConfig, lm: LoadedModel, general: Corpus | None,
         path = Path(cfg.anchor)
         return GlobalGradient.load(path, lm.model), path
     if general is None:
-        general = load_corpus(_corpus_path(cfg.general, "train"), lm.tokenizer, cfg.max_length)
+        general = load_corpus(resolve_corpus(cfg.general, "train"), lm.tokenizer, cfg.max_length)
     plan = batch_plan(len(general), cfg.batch_size, cfg.anchor_batches, cfg.seed + 7919)
     batches = (collate([general.examples[i] for i in idx], lm.tokenizer.pad_token_id) for idx in plan)
     g = estimate_global_gradient(lm.model, batches, energy=cfg.anchor_energy, max_batches=cfg.anchor_batches,
@@ -275,10 +270,10 @@ def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, prog
     lm = load_model(cfg.model, quantization=cfg.quantization, lora=cfg.lora, device=cfg.device, dtype=cfg.dtype,
                     trust_remote_code=cfg.trust_remote_code)
     model, tok = lm.model, lm.tokenizer
-    domain = load_corpus(_corpus_path(cfg.domain, "train"), tok, cfg.max_length)
+    domain = load_corpus(resolve_corpus(cfg.domain, "train"), tok, cfg.max_length)
     general = None
     if cfg.method == "mixture" or (cfg.method == "dba" and anchor is None and not cfg.anchor):
-        general = load_corpus(_corpus_path(cfg.general, "train"), tok, cfg.max_length)
+        general = load_corpus(resolve_corpus(cfg.general, "train"), tok, cfg.max_length)
     gen_eval, dom_eval = load_eval_sets(cfg)
 
     # The same domain data order for every method; mixture swaps a share of each batch for general examples.

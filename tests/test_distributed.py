@@ -165,6 +165,12 @@ def test_launch_with_fsdp_or_deepspeed_fails_clearly_at_start(monkeypatch, var, 
     lm = load_model("tiny", lora=LoraSettings(rank=2, alpha=4))
     with pytest.raises(UnsupportedParallelismError):
         estimate_global_gradient(lm.model, global_batches(1, seed=0), progress=False)
+    monkeypatch.delenv(var)
+    anchor = estimate_global_gradient(lm.model, global_batches(1, seed=0), progress=False)
+    monkeypatch.setenv(var, "true")
+    with pytest.raises(UnsupportedParallelismError, match=word):  # the optimiser refuses too, before any step
+        DBAOptimizer(lm.model, anchor, DBAConfig(total_steps=4))
+    DBAOptimizer(lm.model, None, DBAConfig.direct(total_steps=4))  # direct needs no anchor map: allowed
 
 
 def test_sharded_wrappers_and_accelerators_are_refused():

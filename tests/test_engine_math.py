@@ -6,8 +6,8 @@ import torch
 
 from dba import LoraSettings, load_model
 from dba.errors import AnchorMismatchError, DBAError, TrainingError
-from dba.global_gradient import (GlobalGradient, AnchorMismatchError as _AME, choose_rank, compress,
-                                 estimate_global_gradient, lora_layers, trainable_parameters)
+from dba.global_gradient import (GlobalGradient, AnchorMismatchError as _AME, choose_rank, choose_ranks_total,
+                                 compress, estimate_global_gradient, lora_layers, trainable_parameters)
 from dba.optim import (AnchorMap, AnnealConfig, BoostConfig, CorrectionConfig, DBAConfig, DBAOptimizer,
                        annealed_lr, boost, boost_weight, similarity, step_scale)
 
@@ -156,6 +156,33 @@ def test_energy_picks_the_smallest_rank_meeting_it():
     assert choose_rank(s, None, 0.95) == 3   # 20/22 = 0.909 < 0.95 <= 21/22 = 0.955
     assert choose_rank(s, None, 1.0) == 4
     assert choose_rank(s, 2, 0.99) == 2  # explicit rank wins
+
+
+def test_total_energy_ranks_by_hand():
+    # a: 2x2 (4 floats per rank), σ² = 9, 1; b: 6x2 (8 floats per rank), σ² = 16, 4 -> total 30.
+    # Energy per float, descending: a1 9/4, b1 16/8, b2 4/8, a2 1/4.
+    spectra = {"a": torch.tensor([3.0, 1.0]), "b": torch.tensor([4.0, 2.0])}
+    shapes = {"a": (2, 2), "b": (6, 2)}
+    assert choose_ranks_total(spectra, shapes, 9 / 30) == {"a": 1, "b": 1}       # a1 alone is enough; b keeps ≥ 1
+    assert choose_ranks_total(spectra, shapes, 25 / 30) == {"a": 1, "b": 1}      # a1 + b1
+    assert choose_ranks_total(spectra, shapes, 25 / 30 + 1e-9) == {"a": 1, "b": 2}
+    assert choose_ranks_total(spectra, shapes, 1.0) == {"a": 2, "b": 2}
+
+
+def test_total_energy_scope_keeps_the_total_in_fewer_floats(tiny_lora):
+    dense = estimate_global_gradient(tiny_lora.model, rand_batches(3), energy=None, progress=False)
+    per = estimate_global_gradient(tiny_lora.model, rand_batches(3), energy=0.9, progress=False)
+    tot = estimate_global_gradient(tiny_lora.model, rand_batches(3), energy=0.9, energy_scope="total",
+                                   progress=False)
+    mats = [n for n in dense.names() if dense.matrix(n).dim() == 2]
+    total = sum(float(dense.matrix(n).double().norm() ** 2) for n in mats)
+    kept = sum(float(tot.matrix(n).double().norm() ** 2) for n in mats)  # ‖US Vᵀ‖² = energy of the kept prefix
+    assert kept / total >= 0.9 - 1e-6
+    assert tot.summary()["stored_mb"] < per.summary()["stored_mb"]
+    assert tot.meta["energy_scope"] == "total"
+    with pytest.raises(DBAError, match="streaming"):
+        estimate_global_gradient(tiny_lora.model, rand_batches(1), rank=4, energy_scope="total", streaming=True,
+                                 progress=False)
 
 
 def test_save_load_round_trip_is_exact(tmp_path, tiny_lora):
