@@ -620,14 +620,17 @@ def compare(cfg: CompareConfig, cancel: threading.Event | Callable[[], bool] | N
             break
         # the final evaluation, outside the run's clock; the shared base evaluation becomes its step-0 record
         gen_eval, dom_eval = sets[spec.domain]
+        t_eval = time.perf_counter()
         final = {"type": "eval", "step": ft.steps,
                  **evaluate_model(r.loaded.model, r.loaded.tokenizer, gen_eval, dom_eval, ft)}
+        final_eval_seconds = time.perf_counter() - t_eval
         b = base_scores[spec.domain]
         base_rec = {"type": "eval", "step": 0, "s_g": b["s_g"], "s_d": b["s_d"], "s": b["s"],
                     "detail": b["detail"], "shared": True}
         _rewrite_metrics(spec.run_dir, base_rec, final)
         st = json.loads(st_file.read_text())
         st.update(scores={k: final[k] for k in ("s_g", "s_d", "s")}, eval_seconds=round(clock["eval"], 3),
+                  final_eval_seconds=round(final_eval_seconds, 3),  # outside wall_seconds, like the base's
                   base_evaluation="shared: measured once by dba compare (base.json)")
         atomic_write_json(st_file, st)
         r.loaded = None

@@ -344,13 +344,15 @@ def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, prog
                 loss.backward()
                 loss_sum += float(loss.detach())
                 tokens += int(batch["attention_mask"].sum())
+            clip = {}
             if cfg.max_grad_norm is not None:
                 params = [p for g in opt.param_groups for p in g["params"]]
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                # grad_norm in the record is ‖g_D‖ as DBA sees it (after clipping); keep the raw norm next to it
+                clip["grad_norm_raw"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
             opt.set_loss(loss_sum)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            rec = {"type": "step", **opt.last_record, "tokens": tokens,
+            rec = {"type": "step", **opt.last_record, **clip, "tokens": tokens,
                    "elapsed": round(time.perf_counter() - t_start, 3)}
             run.append_metric(rec)
             if callback:
