@@ -889,7 +889,8 @@ def score_bars(results, path=None) -> Figure:
     groups = _group_rows(rows)
     fig = _new_figure(12.5, max(4.2, 1.2 + 0.42 * len(groups)))
     ax, ax_c = fig.subplots(1, 2, width_ratios=[1.7, 1])
-    labels = list(groups)
+    # rows with scores go in the left panel; cost-only rows (the anchor pass, the whole mixture sweep) only on the right
+    labels = [lab for lab in groups if any(groups[lab][k] is not None for k in ("s", "s_g", "s_d"))] or list(groups)
     x = np.arange(len(labels))
     w = 0.26
     parts = [("s", "$S$ (harmonic mean)", None, 1.0), ("s_g", "$S_G$ general", "///", 0.55),
@@ -934,7 +935,7 @@ def score_bars(results, path=None) -> Figure:
     else:
         _note(ax, "no results yet")
 
-    cost_labels = [lab for lab in labels if not groups[lab]["is_base"]]  # the base model costs nothing to train
+    cost_labels = [lab for lab in groups if not groups[lab]["is_base"]]  # the base model costs nothing to train
     cost_key = next((k for k in ("device_seconds", "wall_seconds", "tokens")
                      if any(groups[lab][k] is not None for lab in cost_labels)), None)
     labels = cost_labels

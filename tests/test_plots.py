@@ -293,6 +293,12 @@ def test_score_bars(out):
         w.writerows(rows)
     fig2 = plots.score_bars(csv_path)
     assert [round(p.get_height(), 6) for p in with_gid(fig2, "bars:s")] == [0.40, 0.55, 0.62, 0.64]
+    # a cost-only row (as compare adds for the anchor pass) is a cost bar, not an empty slot among the scores
+    fig3 = plots.score_bars(rows + [{"method": "anchor", "label": "anchor (amortised)", "device_seconds": 20.0}])
+    score_ax, cost_ax = fig3.axes
+    assert "anchor (amortised)" not in [t.get_text() for t in score_ax.get_xticklabels()]
+    assert len(score_ax.get_xticklabels()) == 4
+    assert [round(p.get_width(), 6) for p in with_gid(fig3, "cost:device_seconds")] == [55.0, 280.0, 71.0, 20.0]
 
 
 def test_live_dashboard_mid_run(out):
