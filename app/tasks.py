@@ -16,6 +16,7 @@ from dba.train import FinetuneConfig, finetune
 from . import teaching
 from .jobs import Job
 from .session import ModelChoice, Workspace
+from .settings import eval_every_for
 
 
 class JobCancelled(Exception):
@@ -200,7 +201,7 @@ def teach_job(ws: Workspace, domain: str):
         return FinetuneConfig(
             method=method, model=choice.name, quantization=choice.quantization, lora=choice.lora(), domain=domain,
             anchor=anchor_path, anchor_batches=p.anchor_batches, steps=p.steps, batch_size=p.batch_size,
-            max_length=p.max_length, eval_every=p.eval_every or max(1, p.steps // 3), eval_items=p.eval_items,
+            max_length=p.max_length, eval_every=eval_every_for(p), eval_items=p.eval_items,
             eval_scorer=p.eval_scorer, dba=dba, output_dir=str(folder / method), device=choice.device)
 
     def work(job: Job) -> None:

@@ -26,7 +26,7 @@ from dba.train import read_run
 from . import exports, tasks, teaching, uploads, views
 from .jobs import REGISTRY, friendly_error
 from .session import ModelChoice, Workspace, resolve_key, settle_key, workspace
-from .settings import REPO_ROOT, StudioSettings
+from .settings import REPO_ROOT, StudioSettings, eval_every_for
 
 POLL_SECONDS = 2.0
 """How often the page asks for news of its job."""
@@ -257,8 +257,8 @@ step by step, live.</p>
                     "**One click, one lesson.** The Studio fine-tunes the model on a domain twice — the usual way "
                     "(*direct*) and with *DBA* — with the same data, seed and steps, and tells you what to look at "
                     f"while it runs. Preset **{settings.preset_name}**: {p.steps} steps, batch {p.batch_size}, "
-                    f"LoRA rank {p.lora_rank}, {p.eval_items} quiz questions per set. The model is the one chosen in "
-                    "the Model tab.")
+                    f"LoRA rank {p.lora_rank}, {p.eval_items} quiz questions per set"
+                    f"{f' ({p.duration})' if p.duration else ''}. The model is the one chosen in the Model tab.")
                 with gr.Row(equal_height=True):
                     teach_domain = gr.Dropdown(list(BUNDLED_DOMAINS), value="finance", label="Domain to learn",
                                                scale=2)
@@ -346,7 +346,7 @@ step by step, live.</p>
                         ft_lr = gr.Number(value=p.lr or anneal.lr, label="Peak learning rate η₀",
                                           info="annealed towards 0 over the run (AL)")
                         with gr.Row():
-                            ft_eval_every = gr.Number(value=p.eval_every or max(1, p.steps // 3), precision=0,
+                            ft_eval_every = gr.Number(value=eval_every_for(p), precision=0,
                                                       label="Score every N steps", info="0 = start and end only")
                             ft_eval_items = gr.Number(value=p.eval_items, precision=0, label="Quiz questions",
                                                       info="per eval set; 0 = all")
