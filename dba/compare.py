@@ -60,11 +60,11 @@ device_seconds as the run's status.json has them; eval_seconds = time of interme
 (taken out of the cost accounting); run_dir relative to the output folder."""
 
 QUICK = {"steps": 16, "batch_size": 8, "eval_items": 20, "eval_every": 0, "anchor_batches": 8, "lora_rank": 8}
-"""``--quick``: the embedded default on one domain — 11 runs, the anchor pass and the base evaluation. Sized from
-single-thread CPU-seconds measured on the embedded model (LoRA r=8, batch 8, bundled finance data): model load ≈ 6,
-one training step ≈ 8.7, one anchor batch ≈ 12.7 (SVD included), scoring one item of one set ≈ 1.75 (log-likelihood
-and generation). Total ≈ 8×12.7 + 2×20×1.75 + 11×(6 + 16×8.7 + 2×20×1.75) ≈ 2,550 CPU-s, i.e. about 24 minutes on
-2 otherwise idle cores (≈1.8× one core). No intermediate evaluations: each would add ≈ 70 s per run."""
+"""``--quick``: the embedded default on one domain — 12 runs (direct, 5 mixture ratios, dba, 3 ablations, 2 variants),
+the anchor pass and the base evaluation, each run scored once at its end (intermediate evaluations would add about a
+minute per run). Measured on 2 otherwise idle CPU cores, finance: 27 min 47 s in all — anchor 54 s, base evaluation
+48 s, each run 73–94 s of training plus ≈ 45 s of final evaluation (2026-11-29; see docs/defaults.md). At this size
+one eval item is 2.5 points, so the preset shows the machinery, not an effect."""
 
 
 @dataclass
