@@ -6,11 +6,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dba.data import batch_plan, collate, load_corpus
+from dba.data import batch_plan, collate, load_corpus, resolve_corpus
 from dba.global_gradient import GlobalGradient, estimate_global_gradient
 from dba.models import load_model
 from dba.optim import AnnealConfig, BoostConfig, CorrectionConfig, DBAConfig
-from dba.data import resolve_corpus
 from dba.train import FinetuneConfig, finetune
 
 from . import teaching
