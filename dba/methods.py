@@ -1,0 +1,154 @@
+"""Every training method DBA Studio knows, in ONE ordered table: ``METHODS`` (name -> :class:`Method`).
+
+The CLI (``--method``, ``dba compare --methods``), compare's planner, the app and the plots read this table; adding a
+variant means adding one entry here (and, if it needs a new piece of maths, one transform in :mod:`dba.transforms`).
+
+A method turns the run's base optimiser config (:class:`dba.config.DBAConfig`, which carries η_0, T, k_0, …) into the
+config of that method with :meth:`Method.optimizer_config`; :func:`dba.transforms.build_chain` turns that config into
+the chain of gradient transforms the optimiser runs (see ``docs/algorithm.md`` for the method → chain table).
+
+This module imports nothing heavy (no torch), so listings stay fast.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Literal
+
+from .errors import DBAError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import DBAConfig
+
+Kind = Literal["direct", "mixture", "dba", "baseline"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One entry of :data:`METHODS`."""
+
+    name: str
+    """The one name of the method (CLI, run labels, plots)."""
+    kind: Kind
+    """Its family, for plot colours and grouping: ``direct``, ``mixture``, ``dba`` (DBA, its ablations and variants)
+    or ``baseline`` (continual-learning baselines: EWC, L2-SP, WiSE-FT)."""
+    summary: str
+    """One line for ``--methods`` listings and the UI."""
+    needs_anchor: bool
+    """Needs the global gradient ĝ (the one zero-learning-rate pass on the general corpus, shared by every method)."""
+    needs_general_data: bool
+    """Trains on general examples itself (the mixture); the anchor's own general pass is ``needs_anchor``."""
+    configure: Callable[["DBAConfig"], None]
+    """Edits a *copy* of the base optimiser config into this method's config (see :meth:`optimizer_config`)."""
+    run_as: Literal["dba", "direct", "mixture"] = "dba"
+    """The training loop this method runs in (:class:`dba.train.FinetuneConfig` ``method``): ``dba`` loads the anchor."""
+    trains: bool = True
+    """False for post-hoc methods (WiSE-FT: interpolates a finished run's weights, no training)."""
+    origin: Literal["paper", "reconstructed", "ablation", "variant", "baseline"] = "variant"
+    """Where it comes from: the paper, the paper's ablations, this project's reconstruction, this project's variants, or
+    a published baseline."""
+
+    def optimizer_config(self, base: "DBAConfig") -> "DBAConfig":
+        """This method's optimiser config: a deep copy of ``base`` with the method's changes (``base`` is untouched)."""
+        cfg = copy.deepcopy(base)
+        self.configure(cfg)
+        return cfg
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# What each method changes in the base config (small named functions, so the table below reads as a table)
+
+
+def _nothing(cfg) -> None:
+    pass
+
+
+def _no_boost_no_correction(cfg) -> None:
+    cfg.boost.enabled = False
+    cfg.correction.enabled = False
+
+
+def _no_ggb(cfg) -> None:
+    cfg.boost.enabled = False
+
+
+def _no_dc(cfg) -> None:
+    cfg.correction.enabled = False
+
+
+def _no_al(cfg) -> None:
+    cfg.anneal.enabled = False
+
+
+def _projection(cfg) -> None:
+    cfg.boost.mode = "projection"
+
+
+def _relative(cfg) -> None:
+    cfg.boost.scale = "relative"
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("direct", "direct", "fine-tune on domain data only, same annealed schedule, no anchor",
+           needs_anchor=False, needs_general_data=False, configure=_no_boost_no_correction, run_as="direct",
+           origin="baseline"),
+    Method("mixture", "mixture", "domain batches with a share r of general examples (one run per ratio), no anchor",
+           needs_anchor=False, needs_general_data=True, configure=_no_boost_no_correction, run_as="mixture",
+           origin="baseline"),
+    Method("dba", "dba", "DBA as reconstructed from the paper: convex boost γ·ĝ+(1−γ)·g_D, DC λ=1+β(1−ρ)/2, cosine AL",
+           needs_anchor=True, needs_general_data=False, configure=_nothing, origin="reconstructed"),
+    Method("dba-no-ggb", "dba", "ablation: DBA without the global-gradient boost (γ = 0)",
+           needs_anchor=True, needs_general_data=False, configure=_no_ggb, origin="ablation"),
+    Method("dba-no-dc", "dba", "ablation: DBA without dynamic correction (λ = 1)",
+           needs_anchor=True, needs_general_data=False, configure=_no_dc, origin="ablation"),
+    Method("dba-no-al", "dba", "ablation: DBA without annealing (lr = η_0 throughout)",
+           needs_anchor=True, needs_general_data=False, configure=_no_al, origin="ablation"),
+    Method("dba-projection", "dba", "variant: A-GEM projection of g_D off −ĝ when they conflict (never pushes along ĝ)",
+           needs_anchor=True, needs_general_data=False, configure=_projection),
+    Method("dba-relative", "dba", "variant: ĝ rescaled to ‖g_D‖ each step before the convex boost",
+           needs_anchor=True, needs_general_data=False, configure=_relative),
+)}
+"""Every method, in the order listings, plans and plots use."""
+
+
+def names() -> list[str]:
+    return list(METHODS)
+
+
+def get(name: str) -> Method:
+    """The method called ``name``; a :class:`DBAError` listing the valid names otherwise."""
+    try:
+        return METHODS[name]
+    except (KeyError, TypeError):
+        raise DBAError(f"Unknown method {name!r}; choose from: {', '.join(METHODS)}.") from None
+
+
+def kind_of(label: str) -> str:
+    """The family of a run label or method name, for plot colours: ``mixture-0.25`` -> ``mixture``, ``dba-no-dc`` ->
+    ``dba``, ``ewc`` -> ``baseline``; ``base`` for the base model, ``other`` when nothing matches.
+
+    A label is a method name, optionally followed by a separator and a suffix (``-0.25``, `` (r=0.25)``, ``_seed1``):
+    the longest method name that the label starts with wins."""
+    s = str(label).strip().lower()
+    if s.startswith("base"):
+        return "base"
+    if s in METHODS:
+        return METHODS[s].kind
+    best = None
+    for name in METHODS:
+        if s.startswith(name) and re.match(r"[\s\-_(@:/=,]|$", s[len(name):]) and (best is None or len(name) > len(best)):
+            best = name
+    if best is not None:
+        return METHODS[best].kind
+    if s.startswith("mix"):
+        return "mixture"
+    if s.startswith("dba"):
+        return "dba"
+    return "other"
+
+
+def listing() -> str:
+    """One line per method: name, kind, summary (for ``--methods`` listings)."""
+    width = max(len(n) for n in METHODS)
+    return "\n".join(f"{m.name:<{width}}  {m.kind:<8}  {m.summary}" for m in METHODS.values())
