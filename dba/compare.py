@@ -31,26 +31,15 @@ import json
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .errors import DBAError
 from .io import atomic_write_json, atomic_write_text, read_jsonl
-from .models import LoraSettings
-from .optim import DBAConfig
+from .config import DBA_FAMILY, DEFAULT_RATIOS, METHODS, CompareConfig  # noqa: F401  (moved; re-exported)
+from .config import DBAConfig
 
-METHODS = ("direct", "mixture", "dba", "dba-no-ggb", "dba-no-dc", "dba-no-al", "dba-projection", "dba-relative")
-"""What ``compare`` can run. ``mixture`` expands into one run per ratio. The ``dba-*`` entries are DBA with one
-change each: GGB off, DC off, AL off (the paper's ablations), the projection boost (A-GEM-style, this project's
-variant) and "relative" anchor scaling (ĝ rescaled to ‖g_D‖ each step, this project's variant)."""
-
-DBA_FAMILY = tuple(m for m in METHODS if m.startswith("dba"))
-
-DEFAULT_RATIOS = (0.125, 0.25, 0.375, 0.5, 0.75)
-"""Five general shares r for the mixture sweep. Eighths, so that with a batch of 8 each ratio gives a different
-number of general examples per batch (1, 2, 3, 4, 6): a mixture batch holds round(r·batch) general examples, and
-0.2 and 0.3 would both round to 2 of 8."""
 
 RESULT_COLUMNS = ("domain", "method", "label", "ratio", "general_per_batch", "status", "s_d", "s_g", "s",
                   "d_s_d", "d_s_g", "d_s", "tokens", "wall_seconds", "device_seconds", "eval_seconds", "steps",
@@ -66,72 +55,6 @@ minute per run). Measured on 2 otherwise idle CPU cores, finance: 27 min 47 s in
 48 s, each run 73–94 s of training plus ≈ 45 s of final evaluation (2026-11-29; see docs/defaults.md). At this size
 one eval item is 2.5 points, so the preset shows the machinery, not an effect."""
 
-
-@dataclass
-class CompareConfig:
-    """One comparison. Every run gets the same model, LoRA settings, data, seed, steps, batch and learning rate."""
-
-    model: str = "default"
-    """Base model ("default", "tiny", a hub id, a folder, a .gguf)."""
-    quantization: str = "none"
-    """"4bit" = QLoRA for every run."""
-    lora: LoraSettings | None = field(default_factory=LoraSettings)
-    """LoRA settings of every run; None = full fine-tuning."""
-    domains: list[str] = field(default_factory=lambda: ["finance"])
-    """Domain corpora (bundled names or files/folders); several = one sweep per domain, all reusing one ĝ_G."""
-    general: str = "general"
-    """General corpus: the anchor's data and the mixture's general share."""
-    general_eval: str | None = None
-    """General MC eval file (default: the bundled general eval set)."""
-    domain_eval: str | None = None
-    """Domain MC eval file (default: the bundled domain's eval set); only with a single domain."""
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    """Which of :data:`METHODS` to run."""
-    ratios: list[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))
-    """Mixture sweep: share of general examples per batch, each in (0, 1)."""
-    steps: int = 60
-    """Optimiser steps T of every run."""
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_length: int = 256
-    max_grad_norm: float | None = 1.0
-    seed: int = 0
-    dba: DBAConfig = field(default_factory=DBAConfig)
-    """DBA's knobs for the ``dba`` run (η_0 = ``dba.anneal.lr`` for every method); ablations and variants change one
-    piece of it each."""
-    anchor: str | None = None
-    """A saved ĝ_G to reuse (``dba anchor``); default: estimate one into the output folder."""
-    anchor_batches: int = 16
-    """General batches for the anchor pass."""
-    anchor_energy: float | None = 0.9
-    """Energy kept by the anchor's SVD compression."""
-    eval_every: int = 0
-    """Evaluate every N steps during each run (curves over steps); 0 = only the base and the end."""
-    eval_items: int | None = None
-    """First N items of each eval set (None = all)."""
-    eval_scorer: str = "mean"
-    """"mean" (log-likelihood and generation), "loglik" or "gen" (see dba.scores.combine)."""
-    output_dir: str = "runs/compare"
-    device: str = "auto"
-    dtype: str | None = None
-    """Weight dtype (compute dtype for 4-bit) of every run and of the base model: None = bf16 on a GPU that
-    supports it, else fp32."""
-    trust_remote_code: bool = False
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["dba"] = self.dba.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CompareConfig":
-        d = dict(d)
-        lora, dba = d.pop("lora", None), d.pop("dba", None)
-        extra = set(d) - set(cls.__dataclass_fields__)
-        if extra:
-            raise DBAError(f"Unknown compare config fields: {sorted(extra)}")
-        return cls(lora=LoraSettings(**lora) if lora else None, dba=DBAConfig.from_dict(dba) if dba else DBAConfig(),
-                   **d)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import torch
 
+from .config import LoraSettings  # noqa: F401  (moved to dba.config; re-exported)
 from .errors import ModelLoadError
 from .io import atomic_dir
 
@@ -30,24 +31,6 @@ DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_MODEL_NAME = "tiny-llama"
 
 Quantization = Literal["none", "4bit", "8bit"]
-
-
-@dataclass
-class LoraSettings:
-    """LoRA adapter settings (PEFT ``LoraConfig`` under the hood)."""
-
-    rank: int = 16
-    """Adapter rank r of each adapted linear layer (B: out×r, A: r×in)."""
-    alpha: float = 32.0
-    """Scale numerator: the adapter adds (alpha / rank)·B·A to the frozen weight."""
-    dropout: float = 0.0
-    """Dropout on the adapter's input. 0 keeps runs bit-for-bit reproducible; 0.05 is common for long runs."""
-    target_modules: str | list[str] = "all-linear"
-    """Which linear layers get adapters: ``"all-linear"`` (every linear but the output head) or a list of names."""
-
-    @property
-    def scale(self) -> float:
-        return self.alpha / self.rank
 
 
 @dataclass

@@ -19,115 +19,13 @@ annealing curve. Each is a config field or a callable, so other choices plug in.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 
+from .config import AnnealConfig, BoostConfig, CorrectionConfig, DBAConfig  # noqa: F401  (moved; re-exported)
 from .errors import DBAError, TrainingError
 from .global_gradient import GlobalGradient, lora_layers, trainable_parameters
-
-# --------------------------------------------------------------------------------------------------------------------
-# Configs
-
-
-@dataclass
-class BoostConfig:
-    """GGB — global-gradient boost: mix the anchor ĝ into the domain gradient with a decaying weight γ_t."""
-
-    enabled: bool = True
-    """Off: g̃ = g_D (ablation "GGB off")."""
-    mode: Literal["convex", "additive", "projection"] = "convex"
-    """``convex``: g̃ = γ·ĝ + (1−γ)·g_D (the paper's Eq. 4). ``additive``: g̃ = g_D + γ·ĝ.
-    ``projection`` (this project's variant, A-GEM-style): when ⟨g_D, ĝ⟩ < 0 remove the conflicting component,
-    g̃ = g_D − ⟨g_D,ĝ⟩/‖ĝ‖²·ĝ, else g̃ = g_D; it never pushes along ĝ, so γ is not used."""
-    c: float = 200.0
-    """The paper's k_0 = c / T with c = 200 (tuned for runs of thousands of steps)."""
-    k0_max: float | None = 0.1
-    """Short-run rule: k_0 = min(c/T, k0_max). The paper's c/T exceeds 1 for T < 200 (γ must stay in [0, 1]). Measured
-    on the embedded model (docs/defaults.md): k_0 ≥ 0.3 collapsed every run (S_G −0.26 to −0.39), 0.1 gave the best
-    S at η_0 = 3e-4, 0.05 is safer at η_0 ≥ 1e-3. None = no cap (then c/T > 1 is an error, not a silent clamp)."""
-    k0: float | None = None
-    """Set k_0 directly (overrides c and k0_max)."""
-    decay: Literal["linear", "constant", "cosine"] = "linear"
-    """γ_t = k_0·(1 − t/T) (paper), k_0, or k_0·(1 + cos(π·t/T))/2."""
-    scale: Literal["raw", "relative"] = "raw"
-    """``raw``: use ĝ as estimated (paper). ``relative``: rescale ĝ to ‖g_D‖ each step, so γ is a pure direction mix."""
-
-
-@dataclass
-class CorrectionConfig:
-    """DC — dynamic correction: scale the step by λ_t = f(ρ_t), a function of the gradient similarity."""
-
-    enabled: bool = True
-    """Off: λ = 1 (ablation "DC off")."""
-    similarity: Literal["cosine", "projection"] = "cosine"
-    """ρ = cos(g_D, ĝ) (default), or the normalised projection ⟨g_D, ĝ⟩/‖ĝ‖²."""
-    function: str | Callable[[float], float] = "paper"
-    """``paper`` (reconstruction): λ = 1 + β·(1 − ρ)/2 — the step grows as g_D and ĝ disagree, restoring the domain
-    signal that the convex mix cancels. ``conservative``: λ = 1 − β·(1 − ρ)/4 — shrinks the step on conflict.
-    ``off``: 1. Or any callable ρ -> λ."""
-    beta: float = 1.0
-    """Strength β of the built-in functions (paper: λ ∈ [1, 1+β])."""
-    lam_min: float = 0.5
-    """λ is clipped to [lam_min, lam_max]."""
-    lam_max: float = 2.0
-
-
-@dataclass
-class AnnealConfig:
-    """AL — annealing learning: a small learning rate η_0 decayed to (almost) zero over the run."""
-
-    lr: float = 3e-4
-    """η_0, the peak learning rate. 3e-4 was the best of {1e-4, 3e-4, 1e-3, 3e-3} for DBA on the embedded model
-    (LoRA r=16, 60 steps, finance; docs/defaults.md); at 1e-3 and above the raw anchor overshoots."""
-    enabled: bool = True
-    """Off: lr_t = η_0 throughout (ablation "AL off")."""
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    """lr_t = η_0·(1 + cos(π·t/T))/2, η_0·(1 − t/T), or η_0."""
-    warmup_steps: int = 0
-    """Linear warm-up from η_0/warmup over the first steps (0 = none)."""
-    min_lr_ratio: float = 0.0
-    """The floor the schedule decays to, as a share of η_0."""
-
-
-@dataclass
-class DBAConfig:
-    """All of DBA's knobs. ``total_steps`` (T) must be the number of optimiser steps of the run."""
-
-    total_steps: int = 100
-    """T: optimiser steps in the run (γ_t and lr_t are functions of t/T)."""
-    boost: BoostConfig = field(default_factory=BoostConfig)
-    correction: CorrectionConfig = field(default_factory=CorrectionConfig)
-    anneal: AnnealConfig = field(default_factory=AnnealConfig)
-    betas: tuple[float, float] = (0.9, 0.999)
-    """AdamW's β1, β2."""
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    max_nonfinite_in_a_row: int = 5
-    """A step whose g_D holds NaN/inf is skipped (and counted); this many in a row stop the run with an error."""
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        if callable(self.correction.function):
-            d["correction"]["function"] = getattr(self.correction.function, "__name__", "callable")
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DBAConfig":
-        d = dict(d)
-        return cls(boost=BoostConfig(**d.pop("boost", {})), correction=CorrectionConfig(**d.pop("correction", {})),
-                   anneal=AnnealConfig(**d.pop("anneal", {})),
-                   **{k: tuple(v) if k == "betas" else v for k, v in d.items()})
-
-    @classmethod
-    def direct(cls, total_steps: int, lr: float = 1e-4, **kw) -> "DBAConfig":
-        """Plain fine-tuning with DBA's schedule: no boost, no correction, same annealed lr."""
-        cfg = cls(total_steps=total_steps, anneal=AnnealConfig(lr=lr), **kw)
-        cfg.boost.enabled = False
-        cfg.correction.enabled = False
-        return cfg
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # The pieces (pure functions: each is tested on its own)

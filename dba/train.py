@@ -16,112 +16,22 @@ same schedule bit for bit.
 from __future__ import annotations
 
 import json
-import math
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 
+from .config import FinetuneConfig, Method  # noqa: F401  (moved to dba.config; re-exported)
 from .data import Corpus, MCItem, batch_plan, collate, load_corpus, load_mc, resolve_corpus
 from .errors import DBAError
 from .global_gradient import GlobalGradient, estimate_global_gradient, file_hash
 from .io import atomic_dir, atomic_write_json, read_jsonl
-from .models import LoadedModel, LoraSettings, load_model
-from .optim import DBAConfig, DBAOptimizer
-
-Method = Literal["dba", "direct", "mixture"]
-
-
-@dataclass
-class FinetuneConfig:
-    """One fine-tuning run. Defaults: the embedded model, LoRA, the bundled finance domain, a short CPU-sized run."""
-
-    method: Method = "dba"
-    """``dba`` (domain data + global gradient), ``direct`` (domain only, same schedule, no boost/correction) or
-    ``mixture`` (domain + general examples at ratio ``mixture_ratio``, same schedule)."""
-    model: str = "default"
-    """"default" (embedded SmolLM2-135M-Instruct), "tiny", a hub id, a local folder or a .gguf file."""
-    quantization: Literal["none", "4bit", "8bit"] = "none"
-    """"4bit" = QLoRA (NF4, double quant). Needs LoRA."""
-    lora: LoraSettings | None = field(default_factory=LoraSettings)
-    """LoRA adapter settings; None = full fine-tuning."""
-    domain: str = "finance"
-    """Domain corpus: a bundled name (finance, medicine, law, news_qa) or a file/folder."""
-    general: str = "general"
-    """General corpus (for the anchor and for mixture): a bundled name or a file/folder."""
-    domain_eval: str | None = None
-    """Domain MC eval file (default: the bundled domain's eval set)."""
-    general_eval: str | None = None
-    """General MC eval file (default: the bundled general eval set)."""
-    anchor: str | None = None
-    """Path of a saved global gradient (``dba anchor``). For ``dba`` without one, it is estimated into the run folder."""
-    anchor_batches: int = 16
-    """Batches of the general corpus for an anchor estimated by the run itself."""
-    anchor_energy: float | None = 0.9
-    """Energy kept by the anchor's SVD compression (when estimated by the run)."""
-    mixture_ratio: float = 0.5
-    """``mixture``: share of general examples in each batch (0 = direct, 1 = general only)."""
-    steps: int = 60
-    """Optimiser steps T."""
-    batch_size: int = 8
-    """Examples per micro-batch."""
-    grad_accum: int = 1
-    """Micro-batches per optimiser step (the loss is divided by it, as usual)."""
-    max_length: int = 256
-    """Longest example in tokens (longer ones are truncated, with a warning)."""
-    max_grad_norm: float | None = 1.0
-    """Clip g_D to this global norm before the DBA step (None = no clipping)."""
-    seed: int = 0
-    """Seeds the LoRA init, data order and dropout: same seed, same run."""
-    dba: DBAConfig = field(default_factory=DBAConfig)
-    """DBA's knobs (boost, correction, anneal incl. η_0); total_steps is set from ``steps``."""
-    eval_every: int = 0
-    """Evaluate S_G/S_D every N steps (0 = only before and after the run)."""
-    eval_items: int | None = None
-    """Use the first N items of each eval set (None = all)."""
-    eval_scorer: str = "mean"
-    """How a set's score combines its scorers: "mean" (log-lik and generation), "loglik" or "gen"."""
-    evaluate_at_end: bool = True
-    """Score the base (step 0) and the final model."""
-    checkpoint_every: int = 0
-    """Save a resumable checkpoint every N steps (0 = only on cancel)."""
-    output_dir: str = "runs/run"
-    """The run folder."""
-    device: str = "auto"
-    dtype: str | None = None
-    """Weight dtype (compute dtype for 4-bit): None = bf16 on a GPU that supports it, else fp32."""
-    trust_remote_code: bool = False
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["dba"] = self.dba.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FinetuneConfig":
-        d = dict(d)
-        lora = d.pop("lora", None)
-        dba = d.pop("dba", None)
-        known = {f for f in cls.__dataclass_fields__}
-        extra = set(d) - known
-        if extra:
-            raise DBAError(f"Unknown config fields: {sorted(extra)}")
-        return cls(lora=LoraSettings(**lora) if lora else None,
-                   dba=DBAConfig.from_dict(dba) if dba else DBAConfig(), **d)
-
-    def optimizer_config(self) -> DBAConfig:
-        """The optimiser config for this method: direct and mixture keep DBA's schedule but no boost/correction."""
-        cfg = DBAConfig.from_dict(self.dba.to_dict()) if not callable(self.dba.correction.function) else self.dba
-        cfg.total_steps = self.steps
-        if self.method in ("direct", "mixture"):
-            cfg.boost.enabled = False
-            cfg.correction.enabled = False
-        return cfg
-
+from .models import LoadedModel, load_model
+from .optim import DBAOptimizer
 
 @dataclass
 class RunResult:
