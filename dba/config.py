@@ -43,10 +43,14 @@ class BoostConfig:
 
     enabled: bool = True
     """Off: g̃ = g_D (ablation "GGB off")."""
-    mode: Literal["convex", "additive", "projection"] = "convex"
+    mode: Literal["convex", "additive", "projection", "update", "update-projection"] = "convex"
     """``convex``: g̃ = γ·ĝ + (1−γ)·g_D (the paper's Eq. 4). ``additive``: g̃ = g_D + γ·ĝ.
     ``projection`` (this project's variant, A-GEM-style): when ⟨g_D, ĝ⟩ < 0 remove the conflicting component,
-    g̃ = g_D − ⟨g_D,ĝ⟩/‖ĝ‖²·ĝ, else g̃ = g_D; it never pushes along ĝ, so γ is not used."""
+    g̃ = g_D − ⟨g_D,ĝ⟩/‖ĝ‖²·ĝ, else g̃ = g_D; it never pushes along ĝ, so γ is not used.
+    ``update`` (this project's variant): AdamW's moments come from g_D alone and ĝ is added to the *update*,
+    preconditioned by the same √v̂ (+ε): Δθ = −lr·λ·(m̂/(√v̂+ε) + γ·ĝ/(√v̂+ε)).
+    ``update-projection`` (this project's variant): A-GEM on the update: when AdamW's step direction u = m̂/(√v̂+ε)
+    has ⟨u, ĝ⟩ < 0, its component along ĝ is removed; γ is not used."""
     c: float = 200.0
     """The paper's k_0 = c / T with c = 200 (tuned for runs of thousands of steps)."""
     k0_max: float | None = 0.1
@@ -59,6 +63,13 @@ class BoostConfig:
     """γ_t = k_0·(1 − t/T) (paper), k_0, or k_0·(1 + cos(π·t/T))/2."""
     scale: Literal["raw", "relative"] = "raw"
     """``raw``: use ĝ as estimated (paper). ``relative``: rescale ĝ to ‖g_D‖ each step, so γ is a pure direction mix."""
+    clip: Literal["none", "anchor", "boosted"] = "none"
+    """Clip-consistency with the loop's gradient clipping (which clips g_D only). ``none``: ĝ as is (paper).
+    ``anchor``: ĝ is scaled by the same factor the clipping applied to g_D (the loop reports it with
+    ``DBAOptimizer.note_clip``). ``boosted``: g̃ is clipped to the loop's clipping norm."""
+    budget: float | None = None
+    """Budgeted boost: γ_t = 0 once the linearised general gain ⟨ĝ, θ_0 − θ_t⟩ (predicted general-loss decrease, in
+    nats; weight space: ⟨Ĝ, s·(B·A − B_0·A_0)⟩ with the sign reversed) reaches this budget. None = no budget (paper)."""
 
 
 @dataclass
@@ -98,6 +109,19 @@ class AnnealConfig:
 
 
 @dataclass
+class PenaltyConfig:
+    """A pull towards the starting weights θ_0, added to the gradient (the continual-learning baselines)."""
+
+    kind: Literal["none", "l2sp", "ewc"] = "none"
+    """``l2sp``: + α·(θ − θ_0) (L2-SP). ``ewc``: + λ·F⊙(θ − θ_0) with F the diagonal Fisher stored in the anchor
+    (weight space: on the effective weight change s·(B·A − B_0·A_0), by the chain rule). ``none``: no penalty."""
+    strength: float = 0.1
+    """α (L2-SP) or λ (EWC). Not tuned: a starting point for the study's sweep."""
+    normalize_fisher: bool = True
+    """EWC: divide F by its mean over all entries, so λ is a pull strength on the scale of L2-SP's α."""
+
+
+@dataclass
 class DBAConfig:
     """All of DBA's knobs. ``total_steps`` (T) must be the number of optimiser steps of the run."""
 
@@ -106,6 +130,8 @@ class DBAConfig:
     boost: BoostConfig = field(default_factory=BoostConfig)
     correction: CorrectionConfig = field(default_factory=CorrectionConfig)
     anneal: AnnealConfig = field(default_factory=AnnealConfig)
+    penalty: PenaltyConfig = field(default_factory=PenaltyConfig)
+    """EWC / L2-SP pull towards θ_0 (off for DBA and its variants)."""
     betas: tuple[float, float] = (0.9, 0.999)
     """AdamW's β1, β2."""
     eps: float = 1e-8
@@ -123,7 +149,7 @@ class DBAConfig:
     def from_dict(cls, d: dict) -> "DBAConfig":
         d = dict(d)
         return cls(boost=BoostConfig(**d.pop("boost", {})), correction=CorrectionConfig(**d.pop("correction", {})),
-                   anneal=AnnealConfig(**d.pop("anneal", {})),
+                   anneal=AnnealConfig(**d.pop("anneal", {})), penalty=PenaltyConfig(**d.pop("penalty", {})),
                    **{k: tuple(v) if k == "betas" else v for k, v in d.items()})
 
     @classmethod
@@ -196,7 +222,25 @@ class FinetuneConfig:
     evaluate_at_end: bool = True
     """Score the base (step 0) and the final model."""
     checkpoint_every: int = 0
-    """Save a resumable checkpoint every N steps (0 = only on cancel)."""
+    """Also save a resumable checkpoint every N steps (0 = by time only, see ``checkpoint_minutes``)."""
+    checkpoint_minutes: float = 10.0
+    """Save a resumable checkpoint when this many minutes have passed since the last one (0 = off). Ctrl-C, SIGTERM
+    and cancel always save one, and so does the end of training (weights only, until the result is saved). One
+    checkpoint is kept: the trainable weights and two Adam moments, i.e. 3× the trainable floats (a few MB for
+    LoRA; ~1.6 GB for a full fine-tune of the 135M default), replaced atomically."""
+    collapse_guard: bool = True
+    """Stop a collapsed run with status ``diverged``: loss exactly unchanged or gradients exactly zero for
+    ``guard_window`` steps, mean loss rising ``guard_loss_rise``× over the start, or weights non-finite or grown
+    ``guard_weight_growth``× in norm."""
+    guard_window: int = 10
+    """Collapse guard: steps in a row of exactly equal loss or exactly zero gradient that count as collapsed; also the
+    number of steps averaged for the loss-rise test (first window vs the latest)."""
+    guard_loss_rise: float = 3.0
+    """Collapse guard: diverged when the mean loss of the latest ``guard_window`` steps exceeds this multiple of the
+    mean of the first ``guard_window`` (0 = off)."""
+    guard_weight_growth: float = 100.0
+    """Collapse guard: diverged when the trainable weights' global L2 norm exceeds this multiple of its value at the
+    start (0 = off; non-finite weights always stop the run)."""
     output_dir: str = "runs/run"
     """The run folder."""
     device: str = "auto"

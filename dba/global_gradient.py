@@ -94,6 +94,12 @@ class GlobalGradient:
     """name -> share of the Frobenius energy ‖Ĝ‖² kept by the stored rank."""
     meta: dict = field(default_factory=dict)
     """Provenance: base model id, weight fingerprint, targets, rank/energy, corpus, batches, tokens, estimator, ..."""
+    fisher_factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    """The diagonal Fisher F = mean_i g_i⊙g_i (g_i the per-batch general gradient, from the same pass as ĝ) of each
+    matrix, Adafactor-factored: name -> (row sums r [m], column sums c [n]); F̂ = r·cᵀ/Σr. Empty for anchors made
+    before the Fisher was stored (EWC then refuses)."""
+    fisher_dense: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The diagonal Fisher of vectors (param space), dense."""
 
     # ---- algebra in factored form ----------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -130,7 +136,32 @@ class GlobalGradient:
     def to(self, device) -> "GlobalGradient":
         self.factors = {k: (a.to(device), b.to(device)) for k, (a, b) in self.factors.items()}
         self.dense = {k: v.to(device) for k, v in self.dense.items()}
+        self.fisher_factors = {k: (a.to(device), b.to(device)) for k, (a, b) in self.fisher_factors.items()}
+        self.fisher_dense = {k: v.to(device) for k, v in self.fisher_dense.items()}
         return self
+
+    # ---- the diagonal Fisher (EWC) ----------------------------------------------------------------------------------
+    def has_fisher(self) -> bool:
+        return bool(self.fisher_factors or self.fisher_dense)
+
+    def fisher(self, name: str) -> torch.Tensor:
+        """The (factored) Fisher diagonal of one tensor, as a dense tensor: r·cᵀ/Σr for matrices. For tests and plots."""
+        if name in self.fisher_factors:
+            r, c = self.fisher_factors[name]
+            return torch.outer(r, c) / r.sum().clamp_min(1e-30)
+        return self.fisher_dense[name]
+
+    def fisher_mean(self) -> float:
+        """The mean of F̂ over all its entries (a factored matrix sums to Σr)."""
+        total = sum(float(r.double().sum()) for r, _ in self.fisher_factors.values()) + sum(
+            float(t.double().sum()) for t in self.fisher_dense.values())
+        count = sum(r.numel() * c.numel() for r, c in self.fisher_factors.values()) + sum(
+            t.numel() for t in self.fisher_dense.values())
+        return total / count if count else 0.0
+
+    def fisher_numel(self) -> int:
+        return sum(r.numel() + c.numel() for r, c in self.fisher_factors.values()) + sum(
+            t.numel() for t in self.fisher_dense.values())
 
     # ---- sizes ------------------------------------------------------------------------------------------------------
     def dense_numel(self) -> int:
@@ -155,6 +186,7 @@ class GlobalGradient:
             "dense_mb": self.dense_numel() * 4 / 2**20,
             "stored_mb": self.stored_numel() * 4 / 2**20,
             "stored_share": self.stored_numel() / max(self.dense_numel(), 1),
+            "fisher_mb": self.fisher_numel() * 4 / 2**20 if self.has_fisher() else None,
             "batches": self.meta.get("batches"),
             "tokens": self.meta.get("tokens"),
             "seconds": self.meta.get("seconds"),
@@ -173,6 +205,11 @@ class GlobalGradient:
             tensors[f"dense::{n}"] = t.detach().float().cpu().contiguous()
         for n, s in self.spectra.items():
             tensors[f"spectrum::{n}"] = s.detach().float().cpu().contiguous()
+        for n, (r, c) in self.fisher_factors.items():
+            tensors[f"fisher_row::{n}"] = r.detach().float().cpu().contiguous()
+            tensors[f"fisher_col::{n}"] = c.detach().float().cpu().contiguous()
+        for n, t in self.fisher_dense.items():
+            tensors[f"fisher::{n}"] = t.detach().float().cpu().contiguous()
         meta = dict(self.meta, space=self.space, energy_kept=self.energy_kept, format_version=FORMAT_VERSION)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -215,6 +252,10 @@ class GlobalGradient:
                     g.dense[name] = f.get_tensor(key)
                 elif kind == "spectrum":
                     g.spectra[name] = f.get_tensor(key)
+                elif kind == "fisher_row":
+                    g.fisher_factors[name] = (f.get_tensor(key), f.get_tensor(f"fisher_col::{name}"))
+                elif kind == "fisher":
+                    g.fisher_dense[name] = f.get_tensor(key)
         if model is not None:
             g.check_compatible(model)
         return g
@@ -328,8 +369,10 @@ class _WeightGradHooks:
     embedding output is made to require grad so that δ reaches even the first layer's base linears.
     """
 
-    def __init__(self, model, layers: dict[str, torch.nn.Module], store: dict[str, torch.Tensor]):
+    def __init__(self, model, layers: dict[str, torch.nn.Module], store: dict[str, torch.Tensor],
+                 fisher: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None):
         self.store, self.scale, self.handles = store, 1.0, []
+        self.fisher, self.fisher_scale = fisher, 1.0
         for name, layer in layers.items():
             self.handles.append(layer.base_layer.register_forward_hook(self._forward_hook(name)))
         emb = base_model(model).get_input_embeddings()
@@ -343,6 +386,12 @@ class _WeightGradHooks:
                 d = delta.reshape(-1, delta.shape[-1]).float()
                 xx = x.reshape(-1, x.shape[-1]).float()
                 self.store[name].addmm_(d.T, xx, alpha=self.scale)
+                if self.fisher is not None:
+                    # this batch's dL/dW, squared: its row and column sums feed the factored Fisher diagonal
+                    sq = (d.T @ xx).square_()
+                    row, col = self.fisher[name]
+                    row.add_(sq.sum(1), alpha=self.fisher_scale)
+                    col.add_(sq.sum(0), alpha=self.fisher_scale)
 
             if output.requires_grad:
                 output.register_hook(on_grad)
@@ -383,6 +432,7 @@ def estimate_global_gradient(
     oversample: int | None = None,
     sketch_seed: int = 0,
     distributed: bool | None = None,
+    fisher: bool = True,
 ) -> GlobalGradient:
     """Estimate ĝ_G by zero-learning-rate training over ``batches`` (dicts with input_ids, attention_mask, labels).
 
@@ -397,6 +447,9 @@ def estimate_global_gradient(
     - ``streaming`` (weight space): never hold Ĝ; build each matrix's rank-``rank`` factors in one pass from
       randomised sketches with ``oversample`` extra columns (see :mod:`dba.streaming`; ``energy`` then picks a rank
       up to ``rank`` from the estimated energy).
+    - ``fisher``: also keep the diagonal Fisher F = (1/s)·Σ_i g_i⊙g_i of the same per-batch gradients (for EWC; no
+      extra pass), Adafactor-factored per matrix into row and column sums (m + n floats instead of m·n); vectors
+      dense. In weight space each batch's dL/dW is formed once per layer for it (one extra matmul per layer).
     - ``distributed``: average the estimate across the ranks of an initialised ``torch.distributed`` group,
       weighted by each rank's batch count (None = whenever one with more than one rank is initialised); see
       :mod:`dba.distributed`.
@@ -431,7 +484,12 @@ def estimate_global_gradient(
     else:
         store = {n: torch.zeros(shape, dtype=torch.float32, device=device) for n, shape in targets.items()}
     params = trainable_parameters(model) if space == "param" else {}
-    hooks = _WeightGradHooks(model, lora_layers(model), store) if space == "weight" else None
+    # the Fisher's running mean: (row, col) sums per matrix, or a dense tensor per vector
+    fstore = {n: ((torch.zeros(sh[0], dtype=torch.float32, device=device),
+                   torch.zeros(sh[1], dtype=torch.float32, device=device)) if len(sh) == 2
+                  else torch.zeros(sh, dtype=torch.float32, device=device))
+              for n, sh in targets.items()} if fisher else None
+    hooks = _WeightGradHooks(model, lora_layers(model), store, fstore) if space == "weight" else None
 
     checksum_before = _weights_checksum(model)
     was_training = model.training
@@ -450,8 +508,12 @@ def estimate_global_gradient(
             keep, add = ((n - 1) / n, 1.0 / n) if estimator == "mean" else (beta1, 1.0 - beta1)
             for t in store.values():
                 t.mul_(keep)
+            if fstore is not None:  # the Fisher is always the exact mean over batches
+                for t in _fisher_tensors(fstore):
+                    t.mul_((n - 1) / n)
             if hooks is not None:
                 hooks.scale = add
+                hooks.fisher_scale = 1.0 / n
             model.zero_grad(set_to_none=True)
             batch = {k: v.to(device) for k, v in batch.items()}
             loss = model(**batch).loss
@@ -462,6 +524,13 @@ def estimate_global_gradient(
                 for name, p in params.items():
                     if p.grad is not None:
                         store[name].add_(p.grad.float(), alpha=add)
+                        if fstore is not None:
+                            sq = p.grad.float().square()
+                            if sq.dim() == 2:
+                                fstore[name][0].add_(sq.sum(1), alpha=1.0 / n)
+                                fstore[name][1].add_(sq.sum(0), alpha=1.0 / n)
+                            else:
+                                fstore[name].add_(sq, alpha=1.0 / n)
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -483,6 +552,8 @@ def estimate_global_gradient(
     if share:
         # every rank ends with the batch-weighted mean of all ranks' estimates (an exact mean over all batches)
         n_local = n
+        if fstore is not None:
+            dist_.average_estimate({f"f{i}": t for i, t in enumerate(_fisher_tensors(fstore))}, n_local, tokens)
         n, tokens = dist_.average_estimate(store, n_local, tokens)
         world = dist_.world_size()
     if _weights_checksum(model) != checksum_before:
@@ -510,6 +581,11 @@ def estimate_global_gradient(
         else:
             g.dense[name] = t
             g.energy_kept[name] = 1.0
+    for name, f in (fstore or {}).items():
+        if isinstance(f, tuple):
+            g.fisher_factors[name] = f
+        else:
+            g.fisher_dense[name] = f
     g.meta = {
         "base_model": base_model_id or getattr(base_model(model).config, "_name_or_path", None),
         "weight_fingerprint": weight_fingerprint(model),
@@ -528,10 +604,15 @@ def estimate_global_gradient(
         "streaming": bool(streaming),
         "oversample": oversample if streaming else None,
         "world_size": world,
+        "fisher": "adafactor-row-col" if fisher else None,
         "library_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return g
+
+
+def _fisher_tensors(fstore: dict) -> list[torch.Tensor]:
+    return [x for f in fstore.values() for x in (f if isinstance(f, tuple) else (f,))]
 
 
 def store_rank(store: dict) -> int | None:

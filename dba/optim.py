@@ -26,107 +26,8 @@ import torch
 from .config import AnnealConfig, BoostConfig, CorrectionConfig, DBAConfig  # noqa: F401  (moved; re-exported)
 from .errors import DBAError, TrainingError
 from .global_gradient import GlobalGradient, lora_layers, trainable_parameters
-
-# --------------------------------------------------------------------------------------------------------------------
-# The pieces (pure functions: each is tested on its own)
-
-
-def k0_for(cfg: BoostConfig, total_steps: int) -> float:
-    """k_0 from the config: explicit, or c/T capped by k0_max (documented short-run rule)."""
-    if cfg.k0 is not None:
-        k0 = cfg.k0
-    else:
-        k0 = cfg.c / max(total_steps, 1)
-        if cfg.k0_max is not None:
-            k0 = min(k0, cfg.k0_max)
-    if not 0.0 <= k0 <= 1.0 and cfg.mode == "convex":
-        raise DBAError(f"GGB weight k_0 = {k0:.3g} is outside [0, 1] (c/T with T = {total_steps}); set "
-                       "boost.k0 or boost.k0_max (the convex mix needs γ in [0, 1]).")
-    return k0
-
-
-def boost_weight(t: int, total_steps: int, cfg: BoostConfig) -> float:
-    """γ_t = k_0 · decay(t/T)."""
-    if not cfg.enabled:
-        return 0.0
-    k0 = k0_for(cfg, total_steps)
-    x = min(max(t / max(total_steps, 1), 0.0), 1.0)
-    if cfg.decay == "linear":
-        return k0 * (1.0 - x)
-    if cfg.decay == "constant":
-        return k0
-    if cfg.decay == "cosine":
-        return k0 * 0.5 * (1.0 + math.cos(math.pi * x))
-    raise DBAError(f"Unknown boost decay {cfg.decay!r}")
-
-
-def dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
-    """⟨a, b⟩ over a list of tensors, in fp32."""
-    return sum((x.float() * y.float()).sum() for x, y in zip(a, b)) if a else torch.tensor(0.0)
-
-
-def similarity(g_d: list[torch.Tensor], g_hat: list[torch.Tensor], kind: str = "cosine") -> float:
-    """ρ = cos(g_D, ĝ) over all tensors together (0 when either is zero), or ⟨g_D, ĝ⟩/‖ĝ‖² for ``projection``."""
-    d = float(dot(g_d, g_hat))
-    nh2 = float(dot(g_hat, g_hat))
-    if kind == "projection":
-        return d / nh2 if nh2 > 0 else 0.0
-    nd2 = float(dot(g_d, g_d))
-    return d / math.sqrt(nd2 * nh2) if nd2 > 0 and nh2 > 0 else 0.0
-
-
-def step_scale(rho: float, cfg: CorrectionConfig) -> float:
-    """λ = clip(f(ρ), λ_min, λ_max) — DC's step multiplier."""
-    if not cfg.enabled:
-        return 1.0
-    f = cfg.function
-    if callable(f):
-        lam = float(f(rho))
-    elif f == "paper":
-        lam = 1.0 + cfg.beta * (1.0 - rho) / 2.0
-    elif f == "conservative":
-        lam = 1.0 - cfg.beta * (1.0 - rho) / 4.0
-    elif f == "off":
-        lam = 1.0
-    else:
-        raise DBAError(f"Unknown DC function {f!r}; use 'paper', 'conservative', 'off' or a callable.")
-    return min(max(lam, cfg.lam_min), cfg.lam_max)
-
-
-def annealed_lr(t: int, total_steps: int, cfg: AnnealConfig) -> float:
-    """lr_t = η_0 · anneal(t/T) (with optional warm-up), or η_0 when AL is off."""
-    if not cfg.enabled:
-        return cfg.lr
-    if cfg.warmup_steps and t < cfg.warmup_steps:
-        return cfg.lr * (t + 1) / cfg.warmup_steps
-    span = max(total_steps - cfg.warmup_steps, 1)
-    x = min(max((t - cfg.warmup_steps) / span, 0.0), 1.0)
-    if cfg.schedule == "cosine":
-        shape = 0.5 * (1.0 + math.cos(math.pi * x))
-    elif cfg.schedule == "linear":
-        shape = 1.0 - x
-    elif cfg.schedule == "constant":
-        shape = 1.0
-    else:
-        raise DBAError(f"Unknown anneal schedule {cfg.schedule!r}")
-    floor = cfg.min_lr_ratio
-    return cfg.lr * (floor + (1.0 - floor) * shape)
-
-
-def boost(g_d: list[torch.Tensor], g_hat: list[torch.Tensor], gamma: float, mode: str) -> list[torch.Tensor]:
-    """GGB: the boosted gradient g̃ from g_D and the anchor ĝ (same shapes, same order)."""
-    if mode == "convex":
-        return [gamma * h + (1.0 - gamma) * d for d, h in zip(g_d, g_hat)]
-    if mode == "additive":
-        return [d + gamma * h for d, h in zip(g_d, g_hat)]
-    if mode == "projection":
-        c = float(dot(g_d, g_hat))
-        nh2 = float(dot(g_hat, g_hat))
-        if c >= 0 or nh2 == 0:
-            return list(g_d)
-        return [d - (c / nh2) * h for d, h in zip(g_d, g_hat)]
-    raise DBAError(f"Unknown boost mode {mode!r}; use 'convex', 'additive' or 'projection'.")
-
+from .transforms import (StepState, annealed_lr, boost, boost_weight, build_chain, clip_factor,  # noqa: F401
+                         dot, k0_for, similarity, step_scale)
 
 # --------------------------------------------------------------------------------------------------------------------
 # The anchor in trainable space
@@ -181,6 +82,78 @@ class AnchorMap:
             out.append(g.to(p.dtype))
         return out
 
+    # ---- the linearised general loss (budgeted boost) ---------------------------------------------------------
+    @torch.no_grad()
+    def inner(self, params: list[torch.nn.Parameter]) -> float:
+        """The linearised general loss up to a constant: ⟨ĝ, θ⟩ (param space) or Σ_l s·⟨Ĝ_l, B_l·A_l⟩ (weight space,
+        in factored form: s·Σ (Bᵀ·Ĝ)⊙A). Its decrease from θ_0 is the general gain ⟨ĝ, θ_0 − θ⟩."""
+        if self.space == "param":
+            return float(dot(self.fixed, params))
+        total = torch.zeros((), dtype=torch.float64)
+        for p, role in zip(params, self.roles):
+            if role is None or role[1] != "A" or role[0] not in self.anchor.names():
+                continue
+            lname, _, layer, adapter = role
+            s = float(layer.scaling[adapter])
+            a = p.float()
+            b = layer.lora_B[adapter].weight.float()
+            total = total + s * (self.anchor.times_left(lname, b.T) * a).sum().double().cpu()
+        return float(total)
+
+    # ---- EWC ------------------------------------------------------------------------------------------------------
+    def ewc_gradient(self, params: list[torch.nn.Parameter], strength: float, normalize: bool = True):
+        """A function params -> λ·∂/∂θ [½·Σ F⊙(θ − θ_0)²] for each trainable parameter, θ_0 = the values now.
+
+        F is the anchor's diagonal Fisher (Adafactor-factored: F̂ = r·cᵀ/Σr per matrix, dense per vector), divided by
+        its mean over all entries when ``normalize``. Param space: λ·F̂⊙(θ − θ_0). Weight space (LoRA), on the effective
+        weight change ΔW = s·(B·A − B_0·A_0): M = λ·F̂⊙ΔW, ∂/∂B = s·M·Aᵀ, ∂/∂A = s·Bᵀ·M, with M = λ·s/Σr ·
+        (r⊙[B, −B_0])·([A; A_0]⊙c) kept in factored form (rank ≤ 2r; ΔW is never formed)."""
+        a = self.anchor
+        if not a.has_fisher():
+            raise DBAError("EWC needs the diagonal Fisher in the anchor file, and this anchor has none (it was made "
+                           "before the Fisher was stored). Recompute it with `dba anchor`.")
+        origin = [p.detach().clone() for p in params]
+        mean = a.fisher_mean() if normalize else 1.0
+        lam = strength / mean if mean > 0 else 0.0
+        if self.space == "param":
+            def grads(ps):
+                out = []
+                for p, o, n in zip(ps, origin, self.names):
+                    d = (p.detach() - o).float()
+                    if n in a.fisher_factors:
+                        r, c = a.fisher_factors[n]
+                        out.append((lam / float(r.sum().clamp_min(1e-30))) * r[:, None] * d * c[None, :])
+                    elif n in a.fisher_dense:
+                        out.append(lam * a.fisher_dense[n] * d)
+                    else:
+                        out.append(torch.zeros_like(d))
+                return [g.to(p.dtype) for g, p in zip(out, ps)]
+            return grads
+
+        index = {id(p): i for i, p in enumerate(params)}
+        pairs = []   # (layer name, s, index of A, index of B, A_0, B_0)
+        for i, role in enumerate(self.roles):
+            if role is None or role[1] != "A" or role[0] not in a.fisher_factors:
+                continue
+            lname, _, layer, adapter = role
+            j = index.get(id(layer.lora_B[adapter].weight))
+            if j is None:
+                continue
+            pairs.append((lname, float(layer.scaling[adapter]), i, j, origin[i].float(), origin[j].float()))
+
+        def grads(ps):
+            out = [torch.zeros_like(p) for p in ps]
+            for lname, s, i, j, a0, b0 in pairs:
+                r, c = a.fisher_factors[lname]
+                A, B = ps[i].detach().float(), ps[j].detach().float()
+                k = lam * s / float(r.sum().clamp_min(1e-30))
+                left = r[:, None] * torch.cat([B, -b0], dim=1)          # out × 2r
+                right = torch.cat([A, a0], dim=0) * c[None, :]           # 2r × in      M = k·left·right
+                out[j] = (s * k * (left @ (right @ A.T))).to(ps[j].dtype)    # s·M·Aᵀ
+                out[i] = (s * k * ((B.T @ left) @ right)).to(ps[i].dtype)    # s·Bᵀ·M
+            return out
+        return grads
+
 
 # --------------------------------------------------------------------------------------------------------------------
 # The optimiser
@@ -189,12 +162,17 @@ class AnchorMap:
 class DBAOptimizer(torch.optim.AdamW):
     """AdamW that applies Dynamic Boosted Annealing in ``step()``; drops into any loop that calls ``step()``.
 
+    The step is a chain of small gradient transforms (:mod:`dba.transforms`) built from the config —
+    similarity → anchor rescale → boost weight → boost → step scale (DC) → anneal — then the AdamW update, then any
+    update-space transforms. ``self.chain`` shows it (``str(opt.chain)``).
+
     DBA owns the learning rate: every step sets each group's lr to lr_t·λ_t. Use :meth:`scheduler` (a no-op
     scheduler that reports the applied lr) when a framework insists on a scheduler, e.g. the HF ``Trainer``:
     ``Trainer(..., optimizers=(opt, opt.scheduler()))``.
 
     ``anchor=None`` (or boost and correction both off) gives plain AdamW with the annealed schedule: the ``direct``
-    baseline.
+    baseline. θ_0 for the budget, EWC and L2-SP is the trainable parameters' values when the optimiser is built (build
+    it before loading a checkpoint's weights, as :func:`dba.train.finetune` does, so a resumed run keeps its θ_0).
     """
 
     def __init__(self, model, anchor: GlobalGradient | None, config: DBAConfig, params=None):
@@ -207,21 +185,24 @@ class DBAOptimizer(torch.optim.AdamW):
         # The step counter and the non-finite counters live in the param group, so state_dict()/load_state_dict()
         # carry them and a resumed run continues the same schedule.
         self.param_groups[0].update(dba_t=0, dba_skipped=0, dba_nonfinite_in_a_row=0)
-        needs_anchor = config.boost.enabled or config.correction.enabled
+        needs_anchor = config.boost.enabled or config.correction.enabled or config.penalty.kind == "ewc"
         if needs_anchor:
             # The anchor map and ρ_t need every rank's full LoRA weights and gradients: refuse sharded layouts
             # (FSDP, DeepSpeed ZeRO, DTensor) here, at start, rather than compute ρ_t from shards.
             from .distributed import check_supported
             check_supported(model, self)
         if needs_anchor and anchor is None:
-            raise DBAError("DBA with boost or correction on needs a global gradient (anchor); pass one or use "
-                           "DBAConfig.direct(...).")
+            what = "EWC" if config.penalty.kind == "ewc" else "DBA with boost or correction on"
+            raise DBAError(f"{what} needs a global gradient (anchor); pass one or use DBAConfig.direct(...).")
         if anchor is not None:
             anchor.check_compatible(model, weights=False)  # weights: checked when the anchor is loaded
         self.anchor_map = AnchorMap(model, anchor, params) if anchor is not None else None
+        self.chain = build_chain(config, has_anchor=self.anchor_map is not None, anchor_map=self.anchor_map,
+                                 params=params)
         self.callbacks: list[Callable[[dict], None]] = []
         self.last_record: dict | None = None
         self.pending_loss: float | None = None
+        self._clip: tuple[float, float | None] = (1.0, None)
         k0_for(config.boost, config.total_steps)  # fail early on an impossible k_0
 
     @property
@@ -234,6 +215,14 @@ class DBAOptimizer(torch.optim.AdamW):
     def set_loss(self, loss: float) -> None:
         """Tell the optimiser the loss of the step about to be taken, so it lands in the step record."""
         self.pending_loss = float(loss)
+
+    def note_clip(self, raw_norm: float, max_norm: float) -> float:
+        """Tell the optimiser the loop clipped g_D (raw norm ``raw_norm`` to at most ``max_norm``) before this step;
+        returns the factor applied, min(1, max_norm/(raw_norm + 1e-6)) as ``clip_grad_norm_`` computes it. Used by
+        the clip-consistent boost (``boost.clip``); harmless otherwise."""
+        c = clip_factor(float(raw_norm), float(max_norm))
+        self._clip = (c, float(max_norm))
+        return c
 
     def add_callback(self, fn: Callable[[dict], None]) -> None:
         """``fn(record)`` is called after every step with the step record (see :meth:`step`)."""
@@ -253,6 +242,8 @@ class DBAOptimizer(torch.optim.AdamW):
         with_grad = [p for p in params if p.grad is not None]
         if not with_grad:
             return loss
+        clip, max_norm = self._clip
+        self._clip = (1.0, None)  # a clip report is for one step
 
         # 1. g_D: the domain gradient as the loop left it (accumulated, clipped). Non-finite: skip this step.
         g_d = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
@@ -272,39 +263,40 @@ class DBAOptimizer(torch.optim.AdamW):
         g_hat = self.anchor_map(params) if self.anchor_map is not None else None
         norm_d = math.sqrt(float(dot(g_d, g_d)))
         norm_hat = math.sqrt(float(dot(g_hat, g_hat))) if g_hat is not None else 0.0
+        s = StepState(t=t, total_steps=T, params=params, g_d=g_d, g_hat=g_hat, g=g_d, norm_d=norm_d,
+                      norm_hat=norm_hat, clip=clip, max_norm=max_norm)
 
-        # 3. ρ_t: how much the domain step agrees with the general direction.
-        rho = similarity(g_d, g_hat, cfg.correction.similarity) if g_hat is not None else 0.0
-
-        # 4. GGB: boost g_D with ĝ (γ_t decays so late steps lean on the domain).
-        gamma = boost_weight(t, T, cfg.boost)
-        if cfg.boost.enabled and g_hat is not None:
-            if cfg.boost.scale == "relative" and norm_hat > 0:
-                g_hat = [h * (norm_d / norm_hat) for h in g_hat]
-            g_tilde = boost(g_d, g_hat, gamma, cfg.boost.mode)
-        else:
-            g_tilde = g_d
-
-        # 5. DC: scale the *step* (Adam normalises gradient scale away, so λ must act on the learning rate).
-        lam = step_scale(rho, cfg.correction)
-
-        # 6. AL: the annealed learning rate.
-        lr = annealed_lr(t, T, cfg.anneal)
+        # 3-6. The gradient transforms, in order (for the paper's DBA):
+        #   ρ_t = cos(g_D, ĝ_t)                 how much the domain step agrees with the general direction
+        #   γ_t = k_0·(1 − t/T)                 the boost weight decays, so late steps lean on the domain
+        #   g̃ = γ_t·ĝ_t + (1 − γ_t)·g_D          GGB
+        #   λ_t = clip(1 + β(1 − ρ_t)/2)         DC: scales the *step* (Adam normalises gradient scale away)
+        #   lr_t = η_0·(1 + cos(π t/T))/2        AL
+        for transform in self.chain.gradient:
+            transform(s, self)
 
         # 7. AdamW on g̃ with lr_t·λ_t; the user's gradients are put back afterwards.
         for g in self.param_groups:
-            g["lr"] = lr * lam
+            g["lr"] = s.lr * s.lam
         saved = [p.grad for p in params]
-        for p, g in zip(params, g_tilde):
+        for p, g in zip(params, s.g):
             p.grad = g
         try:
             super().step()
         finally:
             for p, g in zip(params, saved):
                 p.grad = g
+
+        # 8. Update-space transforms (boost or projection after Adam's preconditioning), if the method has any.
+        for transform in self.chain.update:
+            transform(s, self)
         group0["dba_t"] = t + 1
-        self._emit({"step": t, "loss": self.pending_loss, "grad_norm": norm_d, "anchor_norm": norm_hat, "rho": rho,
-                    "gamma": gamma, "lam": lam, "lr": lr, "effective_lr": lr * lam, "skipped": False})
+        record = {"step": t, "loss": self.pending_loss, "grad_norm": norm_d, "anchor_norm": norm_hat, "rho": s.rho,
+                  "gamma": s.gamma, "lam": s.lam, "lr": s.lr, "effective_lr": s.lr * s.lam, "skipped": False}
+        if cfg.boost.clip != "none":
+            record["clip_factor"] = clip
+        record.update(s.extra)
+        self._emit(record)
         return loss
 
     def _emit(self, record: dict) -> None:
