@@ -89,6 +89,40 @@ def _relative(cfg) -> None:
     cfg.boost.scale = "relative"
 
 
+def _clip_consistent(cfg) -> None:
+    cfg.boost.clip = "anchor"
+
+
+def _update_space(cfg) -> None:
+    cfg.boost.mode = "update"
+
+
+BUDGET = 0.05
+"""``dba-budget``'s budget: 0.05 nats of linearised general-loss decrease. Not tuned (a starting point)."""
+
+
+def _budget(cfg) -> None:
+    cfg.boost.budget = BUDGET
+
+
+def _update_projection(cfg) -> None:
+    cfg.boost.mode = "update-projection"
+
+
+def _conservative(cfg) -> None:
+    cfg.correction.function = "conservative"
+
+
+def _ewc(cfg) -> None:
+    _no_boost_no_correction(cfg)
+    cfg.penalty.kind = "ewc"
+
+
+def _l2sp(cfg) -> None:
+    _no_boost_no_correction(cfg)
+    cfg.penalty.kind = "l2sp"
+
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("direct", "direct", "fine-tune on domain data only, same annealed schedule, no anchor",
            needs_anchor=False, needs_general_data=False, configure=_no_boost_no_correction, run_as="direct",
@@ -108,6 +142,25 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            needs_anchor=True, needs_general_data=False, configure=_projection),
     Method("dba-relative", "dba", "variant: ĝ rescaled to ‖g_D‖ each step before the convex boost",
            needs_anchor=True, needs_general_data=False, configure=_relative),
+    Method("dba-paper", "dba", "the paper's DBA as reconstructed here (today identical to `dba`; kept when the "
+           "default changes)", needs_anchor=True, needs_general_data=False, configure=_nothing, origin="reconstructed"),
+    Method("dba-clip", "dba", "variant: ĝ scaled by the factor the loop's clipping applied to g_D (clip-consistent "
+           "boost)", needs_anchor=True, needs_general_data=False, configure=_clip_consistent),
+    Method("dba-update", "dba", "variant: boost in update space — Adam's moments from g_D only, γ·ĝ/(√v̂+ε) added to "
+           "the update", needs_anchor=True, needs_general_data=False, configure=_update_space),
+    Method("dba-budget", "dba", f"variant: boost stops once the linearised general gain ⟨ĝ, θ_0 − θ_t⟩ reaches "
+           f"{BUDGET:g} nats", needs_anchor=True, needs_general_data=False, configure=_budget),
+    Method("dba-update-projection", "dba", "variant: A-GEM on Adam's update — its component along ĝ removed when "
+           "it raises the general loss", needs_anchor=True, needs_general_data=False, configure=_update_projection),
+    Method("dba-conservative", "dba", "variant: DC shrinks the step on conflict, λ = 1 − β(1−ρ)/4",
+           needs_anchor=True, needs_general_data=False, configure=_conservative),
+    Method("ewc", "baseline", "EWC: + λ·F⊙(θ−θ_0), diagonal Fisher from the anchor pass (no boost)",
+           needs_anchor=True, needs_general_data=False, configure=_ewc, origin="baseline"),
+    Method("l2sp", "baseline", "L2-SP: + α·(θ−θ_0), a pull towards the start (no anchor)",
+           needs_anchor=False, needs_general_data=False, configure=_l2sp, run_as="direct", origin="baseline"),
+    Method("wiseft", "baseline", "WiSE-FT: interpolate base and tuned weights of a finished run (α = 0.25, 0.5, "
+           "0.75), no training", needs_anchor=False, needs_general_data=False, configure=_nothing, run_as="direct",
+           trains=False, origin="baseline"),
 )}
 """Every method, in the order listings, plans and plots use."""
 
@@ -146,6 +199,26 @@ def kind_of(label: str) -> str:
     if s.startswith("dba"):
         return "dba"
     return "other"
+
+
+def chain(name: str, base: "DBAConfig | None" = None) -> str:
+    """The transform chain a method runs, as text (``similarity → boost-weight → boost(convex) → … → adamw``)."""
+    from .config import DBAConfig
+    from .transforms import build_chain
+
+    m = get(name)
+    if not m.trains:
+        return "(no training: interpolates a finished run's weights, dba/wiseft.py)"
+    cfg = m.optimizer_config(base if base is not None else DBAConfig())
+    has_anchor = m.needs_anchor
+    return str(build_chain(cfg, has_anchor=has_anchor))
+
+
+def chain_table() -> str:
+    """The method → chain table (markdown), for docs and closing notes."""
+    rows = ["| method | kind | chain |", "|---|---|---|"]
+    rows += [f"| `{n}` | {m.kind} | {chain(n)} |" for n, m in METHODS.items()]
+    return "\n".join(rows)
 
 
 def listing() -> str:

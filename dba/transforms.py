@@ -231,7 +231,10 @@ class BoostWeight(Transform):
     """γ_t = k_0·decay(t/T) (0 when GGB is off)."""
 
     config: "BoostConfig"
-    name = "boost-weight"
+
+    @property
+    def name(self):
+        return "boost-weight" if self.config.enabled else "boost-weight(off)"
 
     def __call__(self, s, opt=None):
         s.gamma = boost_weight(s.t, s.total_steps, self.config)
