@@ -1,16 +1,31 @@
 """Training corpora and evaluation sets: reading files, chat-template tokenisation with answer-only loss, batching.
 
-What it reads (:func:`read_rows`): ``.jsonl``, ``.json`` (a list of objects or ``{"data": [...]}``), ``.csv``,
-``.parquet`` and ``.txt`` files, or a folder of them (recursive, in sorted path order). A ``.txt`` file is ONE text
-row holding the whole file: packing joins documents with the end-of-sequence token, and a book or article split at
-every blank line would get a spurious end-of-sequence between its paragraphs.
+What it reads (:func:`read_rows`, :func:`load_corpus`):
 
-Row layouts (:func:`row_kind`):
+- ``.jsonl``, ``.json`` (a list of objects or ``{"data": [...]}``), ``.csv``, ``.parquet`` and ``.txt`` files, or a
+  folder of them (recursive, in sorted path order). A ``.txt`` file is ONE text row holding the whole file: packing
+  joins documents with the end-of-sequence token, and a book or article split at every blank line would get a
+  spurious end-of-sequence between its paragraphs;
+- an in-memory data set: a ``datasets.Dataset`` (or ``DatasetDict``: its ``train`` split), a pandas ``DataFrame``, a
+  list of dicts, or any object with ``to_list()`` or that iterates over dicts (``datasets`` itself is not needed);
+- a Hugging Face Hub data set id ``org/name`` (``org/name:split`` for another split than ``train``), when online:
+  its ``.parquet``/``.jsonl``/``.json``/``.csv`` files of that split are downloaded with ``huggingface_hub`` and read
+  as above. Offline (``HF_HUB_OFFLINE=1`` or no network) only a copy already in the Hub cache is used; otherwise one
+  clear error. A local path of the same spelling always wins.
+
+Row layouts (:func:`row_kind`; extra columns are ignored):
 
 - ``{"text": ...}`` — plain text, for continued pre-training;
-- ``{"instruction": ..., "output": ...}`` with an optional ``"input"`` (context),
-  or ``{"prompt": ..., "response": ...}``;
-- ``{"messages": [{"role": ..., "content": ...}, ...]}`` — a chat, possibly multi-turn.
+- ``{"instruction": ..., "output": ...}`` with an optional ``"input"`` (context) — Alpaca;
+  ``{"prompt": ..., "response": ...}``; ``{"prompt": ..., "completion": ...}`` with two strings — TRL's standard
+  prompt-completion;
+- ``{"messages": [{"role": ..., "content": ...}, ...]}`` — a chat, possibly multi-turn (TRL's conversational
+  language modelling);
+- ``{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", "value": ...}, ...]}`` — ShareGPT
+  (``human``/``user`` → user, ``gpt``/``assistant``/``model``/``chatgpt`` → assistant, ``system`` → system; other
+  speakers keep their name as the role); ``role``/``content`` message objects are accepted there too;
+- ``{"prompt": [messages], "completion": [messages]}`` — TRL's conversational prompt-completion: the loss is taken
+  on the completion's assistant turns only (assistant turns inside the prompt are context, as in TRL).
 
 How rows become training examples (:func:`load_corpus`):
 
@@ -51,7 +66,8 @@ from .errors import DataError
 SUPPORTED_EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet", ".txt")
 BUNDLED_DOMAINS = ("finance", "medicine", "law", "news_qa")
 BUNDLED_NAMES = ("general",) + BUNDLED_DOMAINS
-ACCEPTED_LAYOUTS = "text | instruction(+input)/output | prompt/response | messages"
+ACCEPTED_LAYOUTS = ("text | instruction(+input)/output (Alpaca) | prompt/response | prompt/completion (TRL, strings "
+                    "or message lists) | messages | conversations (ShareGPT from/value)")
 IGNORE_INDEX = -100
 """Label value that the loss skips (PyTorch's cross-entropy default ``ignore_index``)."""
 
@@ -239,14 +255,154 @@ def _read(path: str | Path) -> tuple[list[dict], str]:
     return rows, h.hexdigest()[:16]
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    """Rows (dicts) of a ``.jsonl``/``.json``/``.csv``/``.parquet``/``.txt`` file or a folder of them.
+def read_rows(path) -> list[dict]:
+    """Rows (dicts) of a ``.jsonl``/``.json``/``.csv``/``.parquet``/``.txt`` file or a folder of them — or of any
+    other source :func:`load_corpus` takes (an in-memory data set, a Hub data set id).
 
     A folder is read recursively in sorted path order; hidden files are skipped and other unsupported files are
     skipped with a warning. A ``.txt`` file gives one row ``{"text": <whole file>}``. Raises :class:`DataError` for a
     missing path, an empty file or one without rows, non-UTF-8 text, invalid JSON and unsupported file types.
     """
-    return _read(path)[0]
+    return read_source(path)[0]
+
+
+@dataclass
+class Source:
+    """Where a corpus's rows came from."""
+
+    where: str
+    """How error messages name it: the path, the Hub id, or the object's type."""
+    name: str
+    """Default corpus name (see :attr:`Corpus.name`)."""
+    content_hash: str
+    """First 16 hex digits of a sha256 over the raw bytes (files) or the rows' canonical JSON (objects)."""
+
+
+def _rows_hash(rows: list[dict]) -> str:
+    blob = json.dumps(rows, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _object_rows(obj, split: str) -> list[dict]:
+    """Rows of an in-memory data set (see the module docstring)."""
+    kind = type(obj).__name__
+    if isinstance(obj, dict) and obj and all(not isinstance(v, (str, bytes, int, float)) for v in obj.values()):
+        if split not in obj:  # a DatasetDict or {"train": [...], ...}
+            raise DataError(f"The {kind} holds the splits {', '.join(map(str, obj))}, not {split!r}; pass one split "
+                            "(e.g. dataset['train']).")
+        obj = obj[split]
+        kind = type(obj).__name__
+    if hasattr(obj, "to_list") and callable(obj.to_list):  # datasets.Dataset
+        rows = obj.to_list()
+    elif hasattr(obj, "to_dict") and hasattr(obj, "columns"):  # pandas.DataFrame: missing cells (NaN) -> None
+        rows = obj.astype(object).where(obj.notna(), None).to_dict("records")
+    elif isinstance(obj, (str, bytes, dict)):
+        raise DataError(f"Cannot read training rows from a {kind}: pass a file or folder path, a Hub data set id, a "
+                        "datasets.Dataset, a DataFrame or a list of dicts.")
+    else:
+        try:
+            rows = list(obj)
+        except TypeError:
+            raise DataError(f"Cannot read training rows from a {kind}: it has no to_list() and is not iterable. "
+                            "Pass a file or folder path, a datasets.Dataset, a DataFrame or a list of dicts.") from None
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(f"item {i} of the {kind} is a {type(row).__name__}, not a row with named fields.")
+    if not rows:
+        raise DataError(f"The {kind} holds no rows.")
+    return rows
+
+
+_SPLIT_NAMES = ("train", "validation", "valid", "test", "eval", "dev")
+_METADATA_FILES = ("dataset_info.json", "dataset_infos.json", "dataset_dict.json", "state.json")
+
+
+def _split_pattern(split: str) -> re.Pattern:
+    return re.compile(rf"(^|[/_.\-]){re.escape(split)}([/_.\-]|$)", re.IGNORECASE)
+
+
+def _split_files(files: list[str], split: str, repo: str) -> list[str]:
+    """The data files of one split of a Hub data set repository (paths relative to the repo)."""
+    data = [f for f in files
+            if Path(f).suffix.lower() in SUPPORTED_EXTENSIONS and Path(f).suffix.lower() != ".txt"
+            and not any(part.startswith(".") for part in Path(f).parts) and Path(f).name not in _METADATA_FILES]
+    chosen = [f for f in data if _split_pattern(split).search(f)]
+    if not chosen and split == "train" and not any(_split_pattern(s).search(f) for s in _SPLIT_NAMES for f in data):
+        chosen = data  # files that name no split at all: the whole repository is the train split
+    if not chosen:
+        shown = ", ".join(data[:8]) + (" ..." if len(data) > 8 else "") if data else "none"
+        raise DataError(f"The Hub data set {repo!r} has no data files for the split {split!r} (data files: {shown}); "
+                        f"name another split as {repo}:<split>.")
+    return sorted(chosen)
+
+
+def _hub_cache_dir() -> str | None:
+    # read at call time (huggingface_hub reads its environment once, at import)
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]) / "hub")
+    return None
+
+
+def _hub_rows(spec: str, split: str) -> tuple[list[dict], str]:
+    """Rows and content hash of a Hub data set id (``org/name`` or ``org/name:split``)."""
+    from .hub import offline_reason
+
+    repo, _, named_split = spec.partition(":")
+    split = named_split or split
+    cache = _hub_cache_dir()
+    reason = offline_reason()
+    if reason:
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(repo, repo_type="dataset", local_files_only=True, cache_dir=cache))
+        except Exception:  # not in the cache: huggingface_hub raises one of several error types
+            raise DataError(f"{spec!r} is not a local file or folder, and as a Hugging Face Hub data set id it "
+                            f"cannot be downloaded: {reason}. Pass a local file or folder (or a datasets.Dataset), "
+                            "or go online.") from None
+        rel = [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*")) if p.is_file()]
+        paths = [folder / f for f in _split_files(rel, split, repo)]
+    else:
+        from huggingface_hub import HfApi, hf_hub_download
+
+        try:
+            files = HfApi().list_repo_files(repo, repo_type="dataset")
+            paths = [Path(hf_hub_download(repo, f, repo_type="dataset", cache_dir=cache))
+                     for f in _split_files(files, split, repo)]
+        except DataError:
+            raise
+        except Exception as e:
+            raise DataError(f"Could not download the Hub data set {repo!r} ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}). Check the id, or pass a local file.") from None
+    h = hashlib.sha256()
+    rows: list[dict] = []
+    for f in paths:
+        r, data = _read_file(f)
+        rows.extend(r)
+        h.update(data)
+    return rows, h.hexdigest()[:16]
+
+
+def read_source(source, split: str = "train") -> tuple[list[dict], Source]:
+    """Rows of a training corpus from any accepted source (see the module docstring), and where they came from."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        text = os.fspath(source)
+        if not path.exists() and path.suffix.lower() not in SUPPORTED_EXTENSIONS:
+            from .hub import looks_like_hub_id
+
+            if looks_like_hub_id(text):
+                rows, digest = _hub_rows(text, split)
+                return rows, Source(where=text, name=text.split(":", 1)[0].split("/")[-1], content_hash=digest)
+        rows, digest = _read(path)
+        return rows, Source(where=str(path), name=_corpus_name(path), content_hash=digest)
+    rows = _object_rows(source, split)
+    info = getattr(source, "info", None)
+    name = getattr(info, "dataset_name", None) or getattr(source, "name", None)
+    return rows, Source(where=f"the {type(source).__name__}", name=name if isinstance(name, str) and name else "data",
+                        content_hash=_rows_hash(rows))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -254,18 +410,22 @@ def read_rows(path: str | Path) -> list[dict]:
 
 
 def row_kind(row: dict) -> str:
-    """``"text"``, ``"instruction"`` (instruction/output or prompt/response) or ``"chat"`` (messages).
+    """``"text"``, ``"instruction"`` (one question, one answer: instruction/output, prompt/response, or
+    prompt/completion strings) or ``"chat"`` (message lists: messages, ShareGPT conversations, conversational
+    prompt/completion).
 
     Extra columns (ids, categories, ...) are ignored; a row that matches no layout raises :class:`DataError`.
     """
     if not isinstance(row, dict):
         raise DataError(f"A row must be an object with named fields, got a {type(row).__name__}.")
-    if "messages" in row:
+    if "messages" in row or "conversations" in row:
         return "chat"
     if "instruction" in row and "output" in row:
         return "instruction"
     if "prompt" in row and "response" in row:
         return "instruction"
+    if "prompt" in row and "completion" in row:
+        return "chat" if _is_message_list(row["prompt"]) or _is_message_list(row["completion"]) else "instruction"
     if "text" in row:
         return "text"
     found = ", ".join(map(str, row)) or "(none)"
@@ -289,8 +449,50 @@ def _user_text(instruction: str, context: str) -> str:
     return f"{instruction}\n\n{context}" if context.strip() else instruction
 
 
+_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                   "model": "assistant", "chatgpt": "assistant", "bard": "assistant", "bing": "assistant",
+                   "system": "system"}
+"""ShareGPT speaker names (``from``) and the chat role each becomes; other names are kept as they are."""
+
+
+def _is_message_list(v) -> bool:
+    if isinstance(v, str) and v.lstrip().startswith("[{"):  # a list stored as JSON text (CSV)
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError:
+            return False
+    return isinstance(v, list) and bool(v) and all(isinstance(m, dict) for m in v)
+
+
+def _message_list(row: dict, key: str) -> list[dict]:
+    """A list of ``{"role", "content"}`` (or ShareGPT ``{"from", "value"}``) messages from a row's field."""
+    msgs = row[key]
+    if isinstance(msgs, str):  # CSV/Parquet often store the list as a JSON string
+        try:
+            msgs = json.loads(msgs)
+        except json.JSONDecodeError:
+            raise DataError(f"field {key!r} is text that is not a JSON list of messages.") from None
+    if not isinstance(msgs, list) or not msgs:
+        raise DataError(f"field {key!r} must be a non-empty list of {{\"role\", \"content\"}} objects.")
+    out = []
+    for j, m in enumerate(msgs):
+        if isinstance(m, dict) and isinstance(m.get("from"), str) and "value" in m:  # ShareGPT
+            role = _SHAREGPT_ROLES.get(m["from"].strip().lower(), m["from"])
+            out.append({"role": role, "content": _field(m, "value")})
+            continue
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or "content" not in m:
+            raise DataError(f"message {j} of {key!r} must be an object with a 'role' and a 'content' "
+                            "(or ShareGPT's 'from' and 'value').")
+        out.append({"role": m["role"], "content": _field(m, "content")})
+    return out
+
+
 def row_messages(row: dict) -> list[dict]:
-    """The chat messages of an instruction, prompt/response or chat row (``[]`` for a text row)."""
+    """The chat messages of an instruction, prompt/response, prompt/completion or chat row (``[]`` for a text row).
+
+    Each message is ``{"role", "content"}``; an assistant message that is context, not a target (inside a
+    conversational prompt), also carries ``"train": False`` and gets no loss.
+    """
     kind = row_kind(row)
     if kind == "text":
         return []
@@ -298,25 +500,24 @@ def row_messages(row: dict) -> list[dict]:
         if "instruction" in row and "output" in row:
             user = _user_text(_field(row, "instruction"), _field(row, "input", required=False))
             answer = _field(row, "output")
-        else:
+        elif "response" in row:
             user, answer = _field(row, "prompt"), _field(row, "response")
+        else:
+            user, answer = _field(row, "prompt"), _field(row, "completion")
         return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-    msgs = row["messages"]
-    if isinstance(msgs, str):  # CSV/Parquet often store the list as a JSON string
-        try:
-            msgs = json.loads(msgs)
-        except json.JSONDecodeError:
-            raise DataError("field 'messages' is text that is not a JSON list of messages.") from None
-    if not isinstance(msgs, list) or not msgs:
-        raise DataError("field 'messages' must be a non-empty list of {\"role\", \"content\"} objects.")
-    out = []
-    for j, m in enumerate(msgs):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or "content" not in m:
-            raise DataError(f"message {j} must be an object with a 'role' and a 'content'.")
-        out.append({"role": m["role"], "content": _field(m, "content")})
-    if not any(m["role"] == "assistant" for m in out):
-        raise DataError("the chat has no 'assistant' message, so there is nothing to learn from it.")
-    return out
+    if "messages" in row or "conversations" in row:
+        out = _message_list(row, "messages" if "messages" in row else "conversations")
+        if not any(m["role"] == "assistant" for m in out):
+            raise DataError("the chat has no 'assistant' message, so there is nothing to learn from it.")
+        return out
+    # conversational prompt/completion (TRL): the loss is on the completion only
+    prompt = (_message_list(row, "prompt") if _is_message_list(row["prompt"])
+              else [{"role": "user", "content": _field(row, "prompt")}])
+    completion = (_message_list(row, "completion") if _is_message_list(row["completion"])
+                  else [{"role": "assistant", "content": _field(row, "completion")}])
+    if not any(m["role"] == "assistant" for m in completion):
+        raise DataError("the completion has no 'assistant' message, so there is nothing to learn from it.")
+    return [{**m, "train": False} if m["role"] == "assistant" else m for m in prompt] + completion
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -386,15 +587,18 @@ def chat_example(tokenizer, messages: list[dict]) -> Example:
     masked context, answer, end-of-turn token, masked context, ... — so every label boundary falls exactly between
     two tokens. Labelled: each answer and the special token that ends it (leading whitespace included), nothing else.
     """
-    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    messages = messages[: last + 1]
+    trained = [i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("train", True)]
+    if not trained:
+        raise DataError("the chat has no 'assistant' message to learn from.")
+    targets = set(trained)
+    messages = [{"role": m["role"], "content": m["content"]} for m in messages[: trained[-1] + 1]]
     full = render_chat(tokenizer, messages)
     eot = _special_token_pattern(tokenizer)
 
     spans: list[tuple[int, int]] = []  # labelled character spans of `full`
     pos = 0
     for k, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if k not in targets:
             continue
         prompt = render_chat(tokenizer, messages[:k], add_generation_prompt=True)
         # Search from the end of the common prefix (not of the prompt): some templates rewrite earlier turns.
@@ -450,12 +654,17 @@ def _corpus_name(path: Path) -> str:
     return path.stem
 
 
-def load_corpus(path: str | Path, tokenizer, max_length: int = 256, *, name: str | None = None) -> Corpus:
-    """Read ``path`` (file or folder) and tokenise it into training examples (see the module docstring)."""
+def load_corpus(path, tokenizer, max_length: int = 256, *, name: str | None = None, split: str = "train") -> Corpus:
+    """Read ``path`` and tokenise it into training examples (see the module docstring).
+
+    ``path``: a file or folder, a Hub data set id (``org/name[:split]``, online), or an in-memory data set
+    (``datasets.Dataset``, ``DataFrame``, list of dicts, ...); ``split`` picks a split of a Hub id or ``DatasetDict``.
+    """
     if max_length < 2:
         raise DataError(f"max_length must be at least 2 tokens, got {max_length}.")
-    path = Path(path).expanduser()
-    rows, content_hash = _read(path)
+    rows, src = read_source(path, split)
+    content_hash = src.content_hash
+    path = src.where
 
     examples: list[Example] = []
     texts: list[str] = []
@@ -492,7 +701,7 @@ def load_corpus(path: str | Path, tokenizer, max_length: int = 256, *, name: str
     if not examples:
         raise DataError(f"{path}: no training examples could be made from {len(rows)} rows.")
     kind = "mixed" if len(kinds) > 1 else kinds.pop()
-    return Corpus(name=name or _corpus_name(path), examples=examples, content_hash=content_hash,
+    return Corpus(name=name or src.name, examples=examples, content_hash=content_hash,
                   n_rows=len(rows), n_truncated=n_truncated, kind=kind)
 
 
@@ -610,9 +819,16 @@ def data_samples_dir() -> Path:
 
 def resolve_corpus(name_or_path: str, split: str = "train") -> Path:
     """A corpus argument as users type it: an existing file or folder wins; otherwise it names a bundled set
-    (``"general"``, ``"finance"`` ...) and ``split`` picks its ``train`` or ``eval`` file."""
+    (``"general"``, ``"finance"`` ...) and ``split`` picks its ``train`` or ``eval`` file. A training corpus spelled
+    ``org/name`` is passed on as a Hub data set id (:func:`load_corpus` downloads it, or says why it cannot)."""
     p = Path(name_or_path).expanduser()
-    return p if p.exists() else bundled_path(name_or_path, split)
+    if p.exists():
+        return p
+    from .hub import looks_like_hub_id
+
+    if split == "train" and looks_like_hub_id(name_or_path):
+        return p
+    return bundled_path(name_or_path, split)
 
 
 def bundled_path(name: str, split: str = "train") -> Path:

@@ -414,3 +414,199 @@ def test_bundled_path():
                 continue
             sub = Path("general") if name == "general" else Path("domains") / name
             assert p == Path(__file__).resolve().parents[1] / "data_samples" / sub / f"{split}.jsonl"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Ecosystem formats: ShareGPT, TRL prompt/completion, in-memory data sets, Hub ids
+
+
+CHAT = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And of Italy?"},
+        {"role": "assistant", "content": "Rome."}]
+SHAREGPT_FROM = {"system": "system", "user": "human", "assistant": "gpt"}
+
+
+def sharegpt(msgs):
+    return [{"from": SHAREGPT_FROM[m["role"]], "value": m["content"]} for m in msgs]
+
+
+def examples_of(tok, tmp_path, rows, name):
+    return load_corpus(write_jsonl(tmp_path / f"{name}.jsonl", rows), tok).examples
+
+
+def test_sharegpt_conversations_equal_the_same_messages(tok, tmp_path):
+    ref = examples_of(tok, tmp_path, [{"messages": CHAT}], "messages")
+    assert row_kind({"conversations": sharegpt(CHAT)}) == "chat"
+    assert examples_of(tok, tmp_path, [{"conversations": sharegpt(CHAT)}], "sharegpt") == ref
+    # role/content objects under "conversations" and other ShareGPT speaker names are accepted too
+    alt = [{"from": {"system": "system", "user": "user", "assistant": "chatgpt"}[m["role"]], "value": m["content"]}
+           for m in CHAT]
+    assert examples_of(tok, tmp_path, [{"conversations": alt}], "alt") == ref
+    assert examples_of(tok, tmp_path, [{"conversations": CHAT}], "rc") == ref
+    with pytest.raises(DataError, match="no 'assistant' message"):
+        load_corpus(write_jsonl(tmp_path / "x.jsonl", [{"conversations": sharegpt(CHAT[:2])}]), tok)
+    with pytest.raises(DataError, match="'from' and 'value'"):
+        load_corpus(write_jsonl(tmp_path / "y.jsonl", [{"conversations": [{"speaker": "gpt", "text": "Hi"}]}]), tok)
+
+
+def test_trl_prompt_completion_strings_equal_prompt_response(tok, tmp_path):
+    row = {"prompt": "Hi?", "completion": "Hello!"}
+    assert row_kind(row) == "instruction"
+    assert examples_of(tok, tmp_path, [row], "pc") == \
+        examples_of(tok, tmp_path, [{"prompt": "Hi?", "response": "Hello!"}], "pr")
+
+
+def test_trl_conversational_prompt_completion_takes_loss_on_the_completion_only(tok, tmp_path):
+    row = {"prompt": CHAT[:4], "completion": CHAT[4:]}
+    assert row_kind(row) == "chat"
+    ex, = examples_of(tok, tmp_path, [row], "conv")
+    full, = examples_of(tok, tmp_path, [{"messages": CHAT}], "messages")
+    assert ex.input_ids == full.input_ids  # the same text ...
+    # ... but the prompt's assistant turn ("Paris.") is context: only the completion is labelled
+    assert [decode(tok, ex.input_ids[a:b]) for a, b in labelled_runs(ex)] == ["Rome.<|im_end|>"]
+    assert [decode(tok, full.input_ids[a:b]) for a, b in labelled_runs(full)] == ["Paris.<|im_end|>",
+                                                                                   "Rome.<|im_end|>"]
+    # a one-turn conversational row equals the plain-string one
+    one = {"prompt": [{"role": "user", "content": "Hi?"}], "completion": [{"role": "assistant", "content": "Hello!"}]}
+    assert examples_of(tok, tmp_path, [one], "one") == \
+        examples_of(tok, tmp_path, [{"prompt": "Hi?", "completion": "Hello!"}], "pc")
+    with pytest.raises(DataError, match="completion has no 'assistant'"):
+        load_corpus(write_jsonl(tmp_path / "z.jsonl", [{"prompt": CHAT[:2], "completion": [CHAT[1]]}]), tok)
+
+
+class FakeDataset:
+    """What dba.data needs of a ``datasets.Dataset``: ``to_list()`` (and, optionally, ``info.dataset_name``)."""
+
+    def __init__(self, rows, name=None):
+        self.rows = rows
+        self.info = type("Info", (), {"dataset_name": name})()
+
+    def to_list(self):
+        return list(self.rows)
+
+
+def test_in_memory_data_sets(tok, tmp_path):
+    import pandas as pd
+
+    ref = load_corpus(write_jsonl(tmp_path / "a.jsonl", ROWS), tok)
+    sources = {"list": ROWS, "to_list": FakeDataset(ROWS, "alpaca-mini"), "generator": (r for r in ROWS),
+               "DataFrame": pd.DataFrame(ROWS), "DatasetDict": {"train": FakeDataset(ROWS), "test": []}}
+    hashes = set()
+    for what, src in sources.items():
+        corpus = load_corpus(src, tok)
+        assert corpus.examples == ref.examples, what
+        assert corpus.n_rows == 2 and corpus.kind == "instruction", what
+        if what != "DataFrame":  # (the DataFrame adds the missing "input" as None: other rows, same examples)
+            hashes.add(corpus.content_hash)
+    assert len(hashes) == 1  # the hash is of the rows, so equal rows give equal hashes
+    assert load_corpus(FakeDataset(ROWS, "alpaca-mini"), tok).name == "alpaca-mini"
+    assert read_rows(FakeDataset(ROWS)) == ROWS
+    with pytest.raises(DataError, match="splits train, test, not 'validation'"):
+        load_corpus({"train": ROWS, "test": ROWS}, tok, split="validation")
+    with pytest.raises(DataError, match="item 1 of the list is a str"):
+        load_corpus([ROWS[0], "oops"], tok)
+    with pytest.raises(DataError, match="not iterable"):
+        load_corpus(42, tok)
+    with pytest.raises(DataError, match="holds no rows"):
+        load_corpus([], tok)
+
+
+def _fake_hub_cache(root: Path, repo: str, files: dict[str, list[dict]]) -> None:
+    """A Hub cache holding one snapshot of a data set repository (the layout huggingface_hub reads offline)."""
+    commit = "0" * 40
+    base = root / ("datasets--" + repo.replace("/", "--"))
+    (base / "refs").mkdir(parents=True)
+    (base / "refs" / "main").write_text(commit)
+    for name, rows in files.items():
+        f = base / "snapshots" / commit / name
+        f.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(f, rows)
+
+
+def test_hub_dataset_id_offline_uses_the_cache_or_says_why_not(tok, tmp_path, monkeypatch):
+    from dba.data import resolve_corpus
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(DataError) as e:
+        load_corpus("someone/not-cached", tok)
+    msg = str(e.value)
+    assert "'someone/not-cached' is not a local file or folder" in msg and "HF_HUB_OFFLINE=1" in msg
+    assert "\n" not in msg
+    _fake_hub_cache(tmp_path / "hub", "someone/qa", {
+        "README.md": [], "data/train-00000-of-00001.jsonl": ROWS, "data/test-00000-of-00001.jsonl": ROWS[:1]})
+    corpus = load_corpus("someone/qa", tok)
+    assert corpus.n_rows == 2 and corpus.name == "qa"
+    assert corpus.examples == load_corpus(ROWS, tok).examples
+    assert load_corpus("someone/qa:test", tok).n_rows == 1
+    with pytest.raises(DataError, match="no data files for the split 'validation'"):
+        load_corpus("someone/qa:validation", tok)
+    # the CLI/app path: a corpus argument spelled org/name is passed on as a Hub id, a missing file still fails
+    assert str(resolve_corpus("someone/qa")) == "someone/qa"
+    with pytest.raises(DataError, match="Data path not found"):
+        load_corpus(resolve_corpus("folder/missing.jsonl"), tok)
+
+
+FORMATS = {
+    "alpaca": [{"instruction": "Add 2 and 3.", "input": "Be brief.", "output": "5."}],
+    "prompt/response": [{"prompt": "Add 2 and 3.", "response": "5."}],
+    "trl prompt/completion": [{"prompt": "Add 2 and 3.", "completion": "5."}],
+    "trl conversational prompt/completion": [{"prompt": [{"role": "user", "content": "Add 2 and 3."}],
+                                              "completion": [{"role": "assistant", "content": "5."}]}],
+    "messages": [{"messages": CHAT}],
+    "sharegpt": [{"conversations": sharegpt(CHAT)}],
+    "text": [{"text": "Rates rose by a quarter point on Tuesday. " * 4}],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from dba import LoraSettings, load_model
+
+    torch.manual_seed(0)
+    return load_model("tiny", lora=LoraSettings(rank=2, alpha=4), device="cpu")
+
+
+@pytest.mark.parametrize("source", ["file", "dataset"])
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_each_format_trains_one_step_on_the_tiny_model(tiny, tmp_path, fmt, source):
+    from dba.data import collate
+    from dba.optim import DBAConfig, DBAOptimizer
+
+    rows = FORMATS[fmt] * 2
+    data = write_jsonl(tmp_path / "d.jsonl", rows) if source == "file" else FakeDataset(rows)
+    corpus = load_corpus(data, tiny.tokenizer, max_length=96)
+    batch = collate(corpus.examples[:2], tiny.tokenizer.pad_token_id)
+    assert int((batch["labels"] != -100).sum()) > 0
+    params = [p for p in tiny.model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    opt = DBAOptimizer(tiny.model, None, DBAConfig.direct(total_steps=1, lr=1e-2))
+    loss = tiny.model(**batch).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    assert opt.last_record["step"] == 0 and not opt.last_record["skipped"]
+    assert any(not torch.equal(a, p) for a, p in zip(before, params)), "the step changed nothing"
+    with torch.no_grad():
+        for a, p in zip(before, params):  # undo, so every case starts from the same adapter
+            p.copy_(a)
+
+
+def test_cli_and_app_accept_a_sharegpt_file(tmp_path, capsys):
+    from app.uploads import check_corpus
+    from dba.cli import main as cli_main
+    from dba.train import read_run
+
+    rows = [{"conversations": [{"from": "human", "value": f"What is {a} plus 1?"},
+                               {"from": "gpt", "value": f"{a + 1}."}]} for a in range(6)]
+    f = write_jsonl(tmp_path / "sharegpt.jsonl", rows)
+    assert check_corpus(f)["layouts"] == {"chat": 6}
+    mc = write_jsonl(tmp_path / "mc.jsonl", [{"question": "1+1?", "choices": ["2", "3"], "answer": 0}])
+    rc = cli_main(["train", "--method", "direct", "--model", "tiny", "--lora-rank", "2", "--domain", str(f),
+                   "--domain-eval", str(mc), "--general-eval", str(mc), "--steps", "1", "--batch-size", "2",
+                   "--max-length", "96", "--eval-items", "1", "-o", str(tmp_path / "run")])
+    assert rc == 0, capsys.readouterr().err
+    run = read_run(tmp_path / "run")
+    assert run["status"]["status"] == "completed"
+    assert [m["step"] for m in run["metrics"] if m["type"] == "step"] == [0]
