@@ -52,8 +52,6 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--accuracy-ranks", default="8,32", help="ranks compared with dense-then-SVD (e)")
     p.add_argument("--accuracy-oversample", default=None,
                    help="oversampling values p compared in (e), e.g. 16,64 (default: --oversample)")
-    p.add_argument("--prototype", action="store_true",
-                   help="(a) also time bench/fast_step.py, a batched DBA step (a what-if for the library)")
     p.add_argument("--quick", action="store_true", help="fewer batches and repeats (a CPU smoke run)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (and the memory workers); 1 gives stable timings on a shared machine")

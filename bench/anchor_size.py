@@ -2,7 +2,8 @@
 
 Computed from the singular values of every dense per-layer estimate (``GlobalGradient.spectra``) with the library's
 own rank rule (:func:`dba.global_gradient.choose_rank`), so one estimate gives every row; stored floats per matrix
-= (m + n)·k for the factors US (m × k) and V (n × k), vectors dense.
+= (m + n)·k for the factors US (m × k) and V (n × k), vectors dense. The last row is the diagonal Fisher the same
+pass stores for EWC (Adafactor row and column sums: m + n floats per matrix, vectors dense).
 """
 from __future__ import annotations
 
@@ -46,12 +47,23 @@ def rows_for(anchor: GlobalGradient, energies=ENERGIES, ranks=RANKS) -> tuple[li
     return rows, dense * 4 / 2**20
 
 
+def fisher_row(anchor: GlobalGradient, columns: int) -> list | None:
+    """The Fisher's row for the table: stored MB and its share of the dense anchor's size (None without a Fisher)."""
+    if not anchor.has_fisher():
+        return None
+    s = anchor.summary()
+    row = ["diagonal Fisher (EWC; Adafactor row/col factors)", "–", "–", "–", s["fisher_mb"],
+           s["fisher_mb"] / s["dense_mb"]]
+    return row + ["–"] * (columns - len(row))
+
+
 def run(bm_spec: str, anchor: GlobalGradient, anchor_info: dict) -> tuple[str, dict]:
     if anchor.meta.get("streaming"):
         s = anchor.summary()
         rows = [[f"streaming r={anchor.meta.get('rank')}, p={anchor.meta.get('oversample')}", s["rank_min"],
                  s["rank_mean"], s["rank_max"], s["stored_mb"], s["stored_share"], s["energy_kept_min"],
                  s["energy_kept_mean"]]]
+        rows += [r for r in [fisher_row(anchor, 8)] if r]
         out = table(f"(b) Anchor size — {bm_spec} (streaming: energies are estimates from the sketch)",
                     ["setting", "rank min", "rank mean", "rank max", "stored MB", "stored / dense",
                      "energy kept min", "energy kept mean"], rows,
@@ -62,6 +74,7 @@ def run(bm_spec: str, anchor: GlobalGradient, anchor_info: dict) -> tuple[str, d
     rows, dense_mb = rows_for(anchor)
     per = next(r for r in rows if r[0].startswith("energy 0.9 per matrix"))
     tot = next(r for r in rows if r[0].startswith("energy 0.9 of the total"))
+    rows += [r for r in [fisher_row(anchor, 9)] if r]
     out = table(f"(b) Anchor size vs rank/energy — {bm_spec}, {anchor.meta.get('batches')} general batches, "
                 f"{anchor.meta.get('tokens')} tokens, {len(anchor.spectra)} matrices",
                 ["setting", "rank min", "rank mean", "rank max", "stored MB", "stored / dense",

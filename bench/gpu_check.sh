@@ -42,8 +42,7 @@ SMALL="${GPU_CHECK_SMALL:-llama-1b}"
 BIG="${GPU_CHECK_BIG:-llama-7b}"
 SEQ="${GPU_CHECK_SEQ:-1024}"
 COMMON=(--quantization 4bit --lora-rank 16 --seq "$SEQ" --batch 1 --anchor streaming --rank 512 --energy -1
-        --oversample 64 --anchor-batches 8 --repeats 10 --warmup 2 --memory-steps 3 --memory-anchor-batches 2
-        --prototype)
+        --oversample 64 --anchor-batches 8 --repeats 10 --warmup 2 --memory-steps 3 --memory-anchor-batches 2)
 
 echo "== $SMALL (1B class: TinyLlama-1.1B shapes) =="
 timeout "${GPU_CHECK_LIMIT_SMALL:-150}" "$PY" -m bench --model "$SMALL" "${COMMON[@]}" --memory-ranks 512 \

@@ -4,8 +4,8 @@ optimiser step's time goes (anchor mapping, similarity, AdamW update, the rest).
 Both optimisers hold the same trainable parameters; each repeat runs one direct and one DBA step on the same batch,
 in alternating order, so drifts of a shared machine hit both alike. The breakdown is measured in a separate
 instrumented pass (its timers synchronise the device, which would slow the timed steps): the pieces are timed by
-wrapping ``AnchorMap.__call__`` (the optimiser's ``anchor_map``), ``dba.optim.similarity`` and
-``torch.optim.AdamW.step`` from here — nothing in the library is changed.
+wrapping ``AnchorMap.__call__`` (the optimiser's ``anchor_map``), ``dba.transforms.similarity`` (what the chain's
+similarity transform calls) and ``torch.optim.AdamW.step`` from here — nothing in the library is changed.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 
 import torch
 
-import dba.optim as optim_mod
+import dba.transforms as transforms_mod
 from dba.global_gradient import GlobalGradient, trainable_parameters
 from dba.optim import AnnealConfig, DBAConfig, DBAOptimizer
 
@@ -40,14 +40,14 @@ class _Timer:
 def instrumented(opt: DBAOptimizer, device):
     """Time the DBA step's pieces for the duration of the block."""
     timers = {k: _Timer(device) for k in ("map", "similarity", "update")}
-    original_map, original_sim, original_adamw = opt.anchor_map, optim_mod.similarity, torch.optim.AdamW.step
+    original_map, original_sim, original_adamw = opt.anchor_map, transforms_mod.similarity, torch.optim.AdamW.step
     opt.anchor_map = timers["map"].wrap(original_map)
-    optim_mod.similarity = timers["similarity"].wrap(original_sim)
+    transforms_mod.similarity = timers["similarity"].wrap(original_sim)
     torch.optim.AdamW.step = timers["update"].wrap(original_adamw)
     try:
         yield timers
     finally:
-        opt.anchor_map, optim_mod.similarity, torch.optim.AdamW.step = original_map, original_sim, original_adamw
+        opt.anchor_map, transforms_mod.similarity, torch.optim.AdamW.step = original_map, original_sim, original_adamw
 
 
 def _one(model, opt, batch, device, max_grad_norm=1.0) -> dict:
@@ -77,15 +77,6 @@ def run(bm: BenchModel, anchor: GlobalGradient, args) -> tuple[str, dict]:
     dba_cfg = DBAConfig(total_steps=total, anneal=AnnealConfig(lr=1e-5))
     dba = DBAOptimizer(model, anchor, dba_cfg)
     methods = [("direct", direct), ("dba", dba)]
-    proto_note = ""
-    if getattr(args, "prototype", False):
-        from .fast_step import PrototypeFastDBA, equivalence
-
-        eq = equivalence(model, anchor, DBAConfig(total_steps=total, anneal=AnnealConfig(lr=1e-3)), batches[0])
-        methods.append(("dba (prototype)", PrototypeFastDBA(model, anchor, dba_cfg)))
-        proto_note = (f" `dba (prototype)`: bench/fast_step.py, the same step batched (one host sync; its update "
-                      f"differs from the library's by ≤ {eq['max_update_rel_diff']:.1e} of a step; ρ "
-                      f"{eq['rho'][0]:.6f} vs {eq['rho'][1]:.6f}).")
     times = {name: [] for name, _ in methods}
     for i, batch in enumerate(batches):
         # rotate the order each repeat, so no method always runs first (or right after another one)
@@ -120,11 +111,8 @@ def run(bm: BenchModel, anchor: GlobalGradient, args) -> tuple[str, dict]:
                 note=f"DBA's optimiser-step overhead: {overhead * ms:+.1f} ms per step = "
                      f"{overhead / med['direct']['full']:+.1%} of a direct full step. Full step with forward+backward "
                      f"pooled over all methods ({pooled_fb * ms:.1f} ms): dba / direct = {pooled_ratio:.3f}"
-                     + (f", prototype / direct = {pooled['dba (prototype)'] / pooled['direct']:.3f}"
-                        if "dba (prototype)" in pooled else "")
                      + f". Target full step ≤ 1.03× direct: {'met' if pooled_ratio <= 1.03 else 'NOT met'} "
-                       f"(pooled {pooled_ratio:.3f}×, raw medians {med['dba']['full'] / med['direct']['full']:.3f}×)."
-                     + proto_note)
+                       f"(pooled {pooled_ratio:.3f}×, raw medians {med['dba']['full'] / med['direct']['full']:.3f}×).")
     parts = {k: median(t.seconds[i] for i in range(len(t.seconds))) if t.seconds else float("nan")
              for k, t in timers.items()}
     opt_med = median(opt_total)
@@ -141,9 +129,5 @@ def run(bm: BenchModel, anchor: GlobalGradient, args) -> tuple[str, dict]:
     info = {"median": med, "breakdown_s": parts, "breakdown_opt_s": opt_med,
             "full_ratio": med["dba"]["full"] / med["direct"]["full"], "pooled_fwd_bwd_s": pooled_fb,
             "pooled_full_ratio": pooled_ratio,
-            "prototype_full_ratio": med["dba (prototype)"]["full"] / med["direct"]["full"]
-            if "dba (prototype)" in med else None,
-            "prototype_pooled_full_ratio": pooled["dba (prototype)"] / pooled["direct"]
-            if "dba (prototype)" in pooled else None,
             "opt_overhead_share_of_full": overhead / med["direct"]["full"]}
     return out, info

@@ -24,7 +24,6 @@ def rows_from(path: str) -> list[list]:
             spec,
             a.get("pooled_full_ratio", float("nan")),
             a.get("full_ratio", float("nan")),
-            a.get("prototype_pooled_full_ratio") or float("nan"),
             overhead * 1e3,
             direct_full * 1e3,
             c.get("anchor_tokens_per_s", float("nan")),
@@ -42,9 +41,9 @@ def main(argv=None) -> int:
         try:
             rows += rows_from(p)
         except (OSError, ValueError) as e:
-            rows.append([p, f"unreadable: {e}"] + [""] * 8)
+            rows.append([p, f"unreadable: {e}"] + [""] * 7)
     print(table("Summary", ["model", "DBA / direct full step (pooled fwd+bwd)", "(raw medians)",
-                            "prototype / direct (pooled)", "DBA opt-step overhead ms", "direct full step ms",
+                            "DBA opt-step overhead ms", "direct full step ms",
                             "anchor tokens/s", "plain epoch tokens/s", "peak VRAM direct GB",
                             "peak VRAM DBA run GB (anchor, checkpointing)"], rows,
                 note="Targets: full step ≤ 1.03× direct; 7B-class DBA peak ≤ 24 GB at seq 1024, batch 1, streaming."))
