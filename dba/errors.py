@@ -27,3 +27,12 @@ class EvaluationError(DBAError):
 
 class TrainingError(DBAError):
     """A fine-tuning run that cannot continue (e.g. too many non-finite gradients in a row)."""
+
+
+class DivergedError(TrainingError):
+    """A run stopped by the collapse guard (loss flat or rising far above its start, zero gradients, exploding or
+    non-finite weights); its folder is marked ``diverged`` and keeps its last good checkpoint."""
+
+
+class DiskFullError(DBAError):
+    """No space left on the device (or quota exceeded) while a run wrote its files; the last good checkpoint is kept."""

@@ -3,22 +3,36 @@
 One entry point, :func:`finetune`. A run folder holds:
 
 - ``config.json``    — the full :class:`FinetuneConfig` (and the anchor it used: path, hash, provenance);
-- ``status.json``    — running / completed / cancelled / failed, the last step, timings and token counts;
-- ``metrics.jsonl``  — one ``{"type": "step", ...}`` line per optimiser step (loss, ‖g_D‖, ‖ĝ‖, ρ, γ, λ, lr, ...)
-  and ``{"type": "eval", ...}`` lines with S_G, S_D, S at each evaluation (step 0 is the base model);
+- ``status.json``    — the state (see below), the last step, tokens, cumulative times, and who runs it
+  (``pid``, ``host``, ``heartbeat``: the time of the last write) so that a killed run can be told from a live one;
+- ``metrics.jsonl``  — one ``{"type": "step", ...}`` line per optimiser step (loss, ‖g_D‖, ‖ĝ‖, ρ, γ, λ, lr,
+  ‖w‖ ...) and ``{"type": "eval", ...}`` lines with S_G, S_D, S at each evaluation (step 0 is the base model);
 - ``adapter/`` (PEFT ``save_pretrained``) or ``model/`` (full fine-tuning) — the result;
-- ``checkpoint/``    — weights + optimiser + RNG state every ``checkpoint_every`` steps and on cancel, for ``resume``.
+- ``checkpoint/``    — trainable weights + optimiser + RNG state, for ``resume``: saved every ``checkpoint_minutes``
+  (and every ``checkpoint_every`` steps), on cancel, Ctrl-C and SIGTERM, and at the end of training until the result
+  is saved; removed when the run completes.
 
-Every file is written atomically (temp + rename). Cancelling (a ``threading.Event`` or a callback returning True)
-stops before the next step, writes a checkpoint and marks the folder ``cancelled``; ``resume=True`` continues the
-same schedule bit for bit.
+States (``status.json``'s ``status``): ``running``; ``completed``; ``cancelled`` (the cancel event / callback);
+``interrupted`` (Ctrl-C or SIGTERM; a ``running`` folder whose process is gone also reads as ``interrupted``);
+``failed`` (an error, e.g. a full disk); ``diverged`` (stopped by the collapse guard).
+
+Every file is written atomically (temp + rename); a new checkpoint replaces the old one only once complete.
+Cancelling stops before the next step, writes a checkpoint and marks the folder ``cancelled``; ``resume=True``
+continues the same schedule bit for bit, from the folder named by ``cfg.output_dir`` (see :func:`resume_config`).
 """
 from __future__ import annotations
 
 import json
+import math
+import os
 import random
+import shutil
+import signal
+import socket
+import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,11 +41,24 @@ import torch
 
 from .config import FinetuneConfig, Method  # noqa: F401  (moved to dba.config; re-exported)
 from .data import Corpus, MCItem, batch_plan, collate, load_corpus, load_mc, resolve_corpus
-from .errors import DBAError
+from .errors import DBAError, DiskFullError, DivergedError, TrainingError
 from .global_gradient import GlobalGradient, estimate_global_gradient, file_hash
-from .io import atomic_dir, atomic_write_json, read_jsonl
+from .io import atomic_dir, atomic_write_json, atomic_write_text, is_disk_full, overwrite_text, read_jsonl, recover_dir
 from .models import LoadedModel, load_model
 from .optim import DBAOptimizer
+
+STATES = ("running", "completed", "cancelled", "interrupted", "failed", "diverged")
+"""The values of ``status.json``'s ``status``."""
+
+STALE_OTHER_HOST_SECONDS = 15 * 60
+"""A ``running`` folder written from another host counts as interrupted once its heartbeat is this old (the process
+cannot be checked from here)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a run; the folder is marked ``interrupted`` and resumable. Raised by :func:`finetune`
+    (so a script stops as on any Ctrl-C); the message says what was saved and how to continue."""
+
 
 @dataclass
 class RunResult:
@@ -55,6 +82,189 @@ def _device_seconds(wall: float, device: torch.device) -> float:
     return wall * (torch.cuda.device_count() if device.type == "cuda" else 1)
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# Who runs a folder: pid + host + process start time, so a killed run is not taken for a live one
+
+
+def _proc_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), or None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_ACTIVE: set[str] = set()  # run folders this process is running now (any thread)
+
+
+def owner_alive(status: dict, run_dir: str | Path | None = None) -> bool:
+    """Whether the process recorded in a ``running`` status is still running that folder (``run_dir``: the folder
+    the status was read from; a copy of a live run's folder is not live).
+
+    Same host: the pid exists and (where recorded) started at the same time, so a reused pid does not count.
+    Another host: only the heartbeat can tell; alive while younger than :data:`STALE_OTHER_HOST_SECONDS`.
+    Statuses written before pids were recorded count as not alive."""
+    pid, host = status.get("pid"), status.get("host")
+    if not pid or not host:
+        return False
+    if host != socket.gethostname():
+        return time.time() - float(status.get("heartbeat") or 0) < STALE_OTHER_HOST_SECONDS
+    if run_dir is not None and status.get("run_dir") and str(Path(run_dir).resolve()) != status["run_dir"]:
+        return False
+    if pid == os.getpid():
+        return str(status.get("run_dir")) in _ACTIVE
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        pass
+    except OSError:
+        return False
+    start = status.get("pid_start")
+    return start is None or _proc_start(int(pid)) in (None, start)
+
+
+def effective_state(status: dict, run_dir: str | Path | None = None) -> str:
+    """``status.json``'s state, with a ``running`` folder whose process is gone (kill -9, a crash, a reboot) read as
+    ``interrupted``."""
+    st = status.get("status", "")
+    return "interrupted" if st == "running" and not owner_alive(status, run_dir) else st
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Signals: Ctrl-C / SIGTERM stop at the next step boundary with a checkpoint; a second one stops at once
+
+
+class _StopSignals:
+    """While a run is in its training loop, the first SIGINT/SIGTERM asks it to stop after the current step (it then
+    saves a checkpoint and marks the folder ``interrupted``); a second one, or one outside the loop, raises
+    KeyboardInterrupt at once. Installed only in the main thread (Python delivers signals there) and only where the
+    signal is not ignored; the previous handlers come back afterwards."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.requested: str | None = None
+        self.in_loop = False
+        self._old: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for name in ("SIGINT", "SIGTERM"):
+                sig = getattr(signal, name, None)
+                if sig is None:
+                    continue
+                old = signal.getsignal(sig)
+                if old is signal.SIG_IGN or old is None:
+                    continue
+                try:
+                    signal.signal(sig, self._handle)
+                except (ValueError, OSError):
+                    continue
+                self._old[sig] = old
+        return self
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.in_loop and self.requested is None:
+            self.requested = name
+            print(f"\n{name}: stopping after this step and saving a checkpoint in {self.run_dir} "
+                  "(Ctrl-C again stops at once, keeping the previous checkpoint)", file=sys.stderr, flush=True)
+            return
+        raise KeyboardInterrupt(name)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            try:
+                signal.signal(sig, old)
+            except (ValueError, OSError):
+                pass
+        return False
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The collapse guard
+
+
+class CollapseGuard:
+    """Tells a collapsed run from a slow one, from its step records and weight norm.
+
+    Diverged when any of these holds (each is a config field of :class:`FinetuneConfig`):
+
+    - the loss is exactly the same for ``window`` steps in a row (different batches cannot give the same float
+      unless the model's output no longer depends on its input);
+    - the gradient ‖g_D‖ is exactly zero for ``window`` steps in a row;
+    - the mean loss of the latest ``window`` steps exceeds ``loss_rise`` × the mean of the first ``window``;
+    - the trainable weights hold NaN/inf, or their global L2 norm exceeds ``weight_growth`` × its start value.
+
+    Steps skipped by the optimiser (non-finite gradients) are left out; the optimiser itself stops the run after
+    ``DBAConfig.max_nonfinite_in_a_row`` of them, which the run also reports as diverged.
+    """
+
+    def __init__(self, window: int = 10, loss_rise: float = 3.0, weight_growth: float = 100.0,
+                 weight_norm0: float | None = None, enabled: bool = True):
+        self.window, self.loss_rise, self.weight_growth = window, loss_rise, weight_growth
+        self.weight_norm0, self.enabled = weight_norm0, enabled
+        self.first: list[float] = []
+        self.recent: deque[float] = deque(maxlen=window)
+        self.seen = 0
+        self.prev_loss: float | None = None
+        self.same_loss = 0
+        self.zero_grad = 0
+
+    def observe(self, rec: dict) -> str | None:
+        """Feed one step record; returns why the run collapsed, or None."""
+        if rec.get("skipped"):
+            return None
+        loss, g = rec.get("loss"), rec.get("grad_norm")
+        why = None
+        if loss is not None:
+            loss = float(loss)
+            self.same_loss = self.same_loss + 1 if self.prev_loss is not None and loss == self.prev_loss else 1
+            self.prev_loss = loss
+            self.seen += 1
+            if len(self.first) < self.window:
+                self.first.append(loss)
+            self.recent.append(loss)
+            if self.same_loss >= self.window:
+                why = f"the loss stayed exactly {loss:.6g} for {self.same_loss} steps in a row"
+            elif self.loss_rise and self.seen >= 2 * self.window:
+                m0, m = sum(self.first) / len(self.first), sum(self.recent) / len(self.recent)
+                if m0 > 0 and math.isfinite(m) and m > self.loss_rise * m0:
+                    why = (f"the mean loss of the last {self.window} steps ({m:.4g}) is {m / m0:.1f}× that of the "
+                           f"first {self.window} ({m0:.4g})")
+        if g is not None:
+            self.zero_grad = self.zero_grad + 1 if float(g) == 0.0 else 0
+            if self.zero_grad >= self.window and why is None:
+                why = f"the gradient was exactly zero for {self.zero_grad} steps in a row"
+        return why if self.enabled else None
+
+    def check_weights(self, norm: float) -> str | None:
+        """The trainable weights' global L2 norm now; returns why the run collapsed, or None."""
+        if not self.enabled:
+            return None
+        if not math.isfinite(norm):
+            return "the trainable weights hold NaN/inf"
+        n0 = self.weight_norm0
+        if self.weight_growth and n0 and norm > self.weight_growth * n0:
+            return f"the trainable weights' norm grew {norm / n0:.3g}× (from {n0:.4g} to {norm:.4g})"
+        return None
+
+
+def weight_norm(params) -> float:
+    """Global L2 norm of ``params`` in fp32 (one host sync per device)."""
+    by_dev: dict = {}
+    for p in params:
+        by_dev.setdefault(p.device, []).append(torch.linalg.vector_norm(p.detach(), dtype=torch.float32))
+    total = sum(float(torch.stack(ns).square().sum()) for ns in by_dev.values())
+    return math.sqrt(total) if math.isfinite(total) else float("nan")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A run and its files
+
+
 class _Run:
     """Internals of one run; :func:`finetune` is the public face."""
 
@@ -62,16 +272,81 @@ class _Run:
         self.cfg, self.progress = cfg, progress
         self.dir = Path(cfg.output_dir)
         self.resume = resume
+        self.status: dict = {}
+        self.metrics: list[dict] = []
+        self.phase = "starting"
+        self.t_start = time.perf_counter()
+        self.t_train: float | None = None   # start of this session's training loop
+        self.train_seconds = 0.0            # this session's, once the loop ended
+        self.prior = {"wall_seconds": 0.0, "train_seconds": 0.0, "device_seconds": 0.0}  # earlier sessions'
+        self.device: torch.device | None = None
+        self.checkpoint_step: int | None = None
 
     # ---- files --------------------------------------------------------------------------------------------------
+    def clock(self) -> dict:
+        """Times so far, summed over every session of this run (a resumed run adds to its earlier sessions)."""
+        wall = time.perf_counter() - self.t_start
+        train = self.train_seconds or (time.perf_counter() - self.t_train if self.t_train is not None else 0.0)
+        dev = _device_seconds(wall, self.device) if self.device is not None else wall
+        return {"wall_seconds": round(self.prior["wall_seconds"] + wall, 3),
+                "train_seconds": round(self.prior["train_seconds"] + train, 3),
+                "device_seconds": round(self.prior["device_seconds"] + dev, 3)}
+
     def write_status(self, **kw) -> None:
         self.status.update(kw)
+        self.status["heartbeat"] = round(time.time(), 3)
         atomic_write_json(self.dir / "status.json", self.status)
 
+    def write_status_anyway(self, **kw) -> None:
+        """For the error path: never raises; on a full disk rewrites status.json in place (it keeps its blocks)."""
+        self.status.update(kw)
+        self.status["heartbeat"] = round(time.time(), 3)
+        try:
+            atomic_write_json(self.dir / "status.json", self.status)
+        except OSError:
+            try:
+                overwrite_text(self.dir / "status.json", json.dumps(self.status, default=str))
+            except OSError:
+                pass
+
     def append_metric(self, rec: dict) -> None:
+        line = json.dumps(rec) + "\n"
         with open(self.dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
+            size = f.tell()
+            try:
+                f.write(line)
+                f.flush()
+            except OSError:  # a full disk: leave no torn line behind
+                try:
+                    f.truncate(size)
+                except OSError:
+                    pass
+                raise
         self.metrics.append(rec)
+
+
+def _recorded(cfg: FinetuneConfig) -> dict:
+    """The config as ``config.json`` records it: every default decided (:meth:`FinetuneConfig.resolved`)."""
+    return (cfg.resolved() if hasattr(cfg, "resolved") else cfg).to_dict()
+
+
+def resume_config(run_dir: str | Path) -> FinetuneConfig:
+    """The config to resume the run in ``run_dir``: the one saved in its ``config.json``, with ``output_dir`` set to
+    ``run_dir`` itself (a copied or moved folder resumes where it is, not where it was made)."""
+    run_dir = Path(run_dir).expanduser()
+    f = run_dir / "config.json"
+    if not run_dir.exists():
+        raise DBAError(f"Run folder not found: {run_dir}.")
+    if not f.exists():
+        raise DBAError(f"{run_dir} has no config.json: not a run folder.")
+    try:
+        saved = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DBAError(f"{f} is damaged ({e}); the run cannot be resumed.") from None
+    saved.pop("anchor_info", None)
+    cfg = FinetuneConfig.from_dict(saved)
+    cfg.output_dir = str(run_dir)
+    return cfg
 
 
 def load_eval_sets(cfg: FinetuneConfig) -> tuple[list[MCItem], list[MCItem]]:
@@ -111,6 +386,55 @@ def prepare_anchor(cfg: FinetuneConfig, lm: LoadedModel, general: Corpus | None,
     return g, path
 
 
+def _check_run_fields(cfg: FinetuneConfig) -> None:
+    if cfg.steps < 1:
+        raise DBAError("steps must be at least 1.")
+    if cfg.method not in ("dba", "direct", "mixture"):
+        raise DBAError(f"Unknown method {cfg.method!r}; use dba, direct or mixture.")
+    if not 0.0 <= cfg.mixture_ratio <= 1.0:
+        raise DBAError("mixture_ratio must be in [0, 1].")
+
+
+def _prepare_resume(cfg: FinetuneConfig, out: Path) -> dict:
+    """Check that ``out`` can be resumed with ``cfg``; returns its old status. Refuses completed, diverged and live
+    runs; a ``running`` folder whose process is gone is taken as interrupted."""
+    if not out.exists():
+        raise DBAError(f"Nothing to resume: run folder not found: {out}.")
+    if not (out / "config.json").exists():
+        raise DBAError(f"Nothing to resume in {out}: no config.json (not a run folder).")
+    saved = resume_config(out)
+    mine, theirs = _recorded(cfg), _recorded(saved)
+    mine.pop("output_dir"), theirs.pop("output_dir")
+    if theirs != mine:
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise DBAError(f"The config differs from the one saved in {out}/config.json ({', '.join(diff)}); resume "
+                       "needs the same config (use dba.train.resume_config).")
+    try:
+        old = json.loads((out / "status.json").read_text(encoding="utf-8")) if (out / "status.json").exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        old = {}  # torn by a crash: the checkpoint decides where to continue
+    st = old.get("status")
+    if st == "completed":
+        raise DBAError(f"{out} is a completed run ({old.get('step', cfg.steps)} of {cfg.steps} steps); there is "
+                       "nothing to resume. Start a new run in another folder.")
+    if st == "diverged":
+        raise DBAError(f"{out} diverged ({old.get('error', 'collapse guard')}); resuming would repeat the same "
+                       "steps. Start a new run with a lower learning rate in another folder.")
+    if st == "running" and owner_alive(old, out):
+        raise DBAError(f"{out} is still running (pid {old.get('pid')} on {old.get('host')}); cancel or stop that "
+                       "run first.")
+    for name in ("checkpoint", "adapter", "model"):
+        recover_dir(out / name)  # a replacement cut by kill -9 between its two renames
+    for tmp in out.glob(".*.tmp"):  # atomic_write_text temps of a killed process
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+    if st == "running":
+        old["resumed_from"] = "running (its process is gone: taken as interrupted)"
+    return old
+
+
 def finetune(
     cfg: FinetuneConfig,
     *,
@@ -126,51 +450,77 @@ def finetune(
     ``callback(record)`` receives every metrics record (steps and evaluations) as it is written, plus
     ``{"type": "phase", ...}`` notes, for live UIs. ``anchor`` passes an already-loaded global gradient (the compare
     job reuses one for every run). ``keep_model`` returns the trained model in the result.
+
+    ``resume=True`` continues the run in ``cfg.output_dir`` (build ``cfg`` with :func:`resume_config`) from its last
+    checkpoint, or from step 0 when it has none; completed and diverged runs are refused.
+
+    Returns a result with status ``completed`` or ``cancelled``. Raises :class:`RunInterrupted` after Ctrl-C/SIGTERM
+    (folder ``interrupted``, checkpoint saved), :class:`~dba.errors.DivergedError` when the collapse guard stops the
+    run (folder ``diverged``), :class:`~dba.errors.DiskFullError` when the disk fills up (folder ``failed``, last
+    good checkpoint kept), and other :class:`~dba.errors.DBAError` for bad input.
     """
-    if cfg.steps < 1:
-        raise DBAError("steps must be at least 1.")
-    if cfg.method not in ("dba", "direct", "mixture"):
-        raise DBAError(f"Unknown method {cfg.method!r}; use dba, direct or mixture.")
-    if not 0.0 <= cfg.mixture_ratio <= 1.0:
-        raise DBAError("mixture_ratio must be in [0, 1].")
+    _check_run_fields(cfg)
     run = _Run(cfg, resume=resume, progress=progress)
     out = run.dir
-    ckpt = out / "checkpoint"
     if resume:
-        if not (ckpt / "state.json").exists():
-            raise DBAError(f"Nothing to resume in {out}: no checkpoint/ folder (was the run saved?).")
-        saved = json.loads((out / "config.json").read_text())
-        saved.pop("anchor_info", None)
-        if FinetuneConfig.from_dict(saved).to_dict() != cfg.to_dict():
-            raise DBAError(f"The config differs from the one saved in {out}/config.json; resume needs the same "
-                           "config (load it with FinetuneConfig.from_dict).")
+        old = _prepare_resume(cfg, out)
     elif (out / "status.json").exists():
         raise DBAError(f"{out} already holds a run; choose another output folder or resume it.")
+    else:
+        old = {}
     out.mkdir(parents=True, exist_ok=True)
+    key = str(out.resolve())
+    if key in _ACTIVE:
+        raise DBAError(f"{out} is already running in this process.")
 
     def note(**kw):
+        run.phase = kw.get("message", run.phase)
         if callback is not None:
             callback({"type": "phase", **kw})
 
-    t_start = time.perf_counter()
-    old = json.loads((out / "status.json").read_text()) if resume and (out / "status.json").exists() else {}
+    for k in run.prior:
+        run.prior[k] = float(old.get(k) or 0.0)
     run.status = {"status": "running", "method": cfg.method, "step": old.get("step", 0), "steps": cfg.steps,
-                  "tokens": old.get("tokens", 0)}
+                  "tokens": old.get("tokens", 0),
+                  "pid": os.getpid(), "host": socket.gethostname(), "pid_start": _proc_start(os.getpid()),
+                  "run_dir": key, "started": round(time.time(), 3), "sessions": int(old.get("sessions", 0)) + 1,
+                  "anchor_seconds": old.get("anchor_seconds", 0.0)}
     run.metrics = read_jsonl(out / "metrics.jsonl") if resume else []
-    run.write_status()
-
+    _ACTIVE.add(key)
+    signals = _StopSignals(out)
     try:
-        return _execute(cfg, run, resume=resume, cancel=cancel, callback=callback, progress=progress,
-                        anchor=anchor, keep_model=keep_model, note=note, t_start=t_start)
+        with signals:
+            if not resume:
+                atomic_write_json(out / "config.json", {**_recorded(cfg), "anchor_info": None})
+            run.write_status(**run.clock())
+            return _execute(cfg, run, resume=resume, cancel=cancel, callback=callback, progress=progress,
+                            anchor=anchor, keep_model=keep_model, note=note, signals=signals)
+    except RunInterrupted:
+        raise
     except BaseException as e:
         if run.status.get("status") == "running":
-            run.write_status(status="failed", error=f"{type(e).__name__}: {e}",
-                             wall_seconds=round(time.perf_counter() - t_start, 3))
+            ck = (f"its last checkpoint (step {run.checkpoint_step}) is kept" if run.checkpoint_step is not None
+                  else "it has no checkpoint yet, so resuming starts again from step 0")
+            if isinstance(e, KeyboardInterrupt):
+                msg = (f"stopped by {str(e) or 'Ctrl-C'} while {run.phase} in {out}; {ck}. Continue with: "
+                       f"dba train --resume {out}")
+                run.write_status_anyway(status="interrupted", error=msg, **run.clock())
+                raise RunInterrupted(msg) from None
+            if is_disk_full(e):
+                where = getattr(e, "filename", None)
+                msg = (f"No space left on the device{f' ({where})' if where else ''} while {run.phase}; the run "
+                       f"stopped at step {run.status.get('step', 0)} and {ck}. Free some space and continue with: "
+                       f"dba train --resume {out}")
+                run.write_status_anyway(status="failed", error=msg, disk_full=True, **run.clock())
+                raise DiskFullError(msg) from e
+            run.write_status_anyway(status="failed", error=f"{type(e).__name__}: {e}", **run.clock())
         raise
+    finally:
+        _ACTIVE.discard(key)
 
 
 def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, progress, anchor, keep_model, note,
-             t_start) -> RunResult:
+             signals: _StopSignals) -> RunResult:
     from tqdm.auto import tqdm
 
     out = run.dir
@@ -179,10 +529,14 @@ def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, prog
     _seed_everything(cfg.seed)  # before LoRA init: same seed, same adapter start
     lm = load_model(cfg.model, quantization=cfg.quantization, lora=cfg.lora, device=cfg.device, dtype=cfg.dtype,
                     trust_remote_code=cfg.trust_remote_code)
+    run.device = lm.device
     model, tok = lm.model, lm.tokenizer
+    note(phase="data", message="reading the data")
     domain = load_corpus(resolve_corpus(cfg.domain, "train"), tok, cfg.max_length)
     general = None
-    if cfg.method == "mixture" or (cfg.method == "dba" and anchor is None and not cfg.anchor):
+    own_anchor = out / "anchor.safetensors"
+    reuse_anchor = resume and cfg.method == "dba" and anchor is None and not cfg.anchor and own_anchor.exists()
+    if cfg.method == "mixture" or (cfg.method == "dba" and anchor is None and not cfg.anchor and not reuse_anchor):
         general = load_corpus(resolve_corpus(cfg.general, "train"), tok, cfg.max_length)
     gen_eval, dom_eval = load_eval_sets(cfg)
 
@@ -194,36 +548,53 @@ def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, prog
     gen_plan = batch_plan(len(general), n_general, micro_steps, cfg.seed + 1) if n_general else None
 
     anchor_path = None
+    estimated = False
     if cfg.method == "dba":
-        if anchor is None:
-            note(phase="anchor", message="estimating the global gradient")
-            anchor, anchor_path = prepare_anchor(cfg, lm, general, out, progress)
-        else:
+        if anchor is not None:
             anchor.check_compatible(model, weights=not resume)
             anchor_path = anchor.meta.get("path")
+        elif reuse_anchor:  # resuming: the anchor this run estimated (in this folder, wherever it was copied)
+            note(phase="anchor", message="loading the run's anchor")
+            anchor, anchor_path = GlobalGradient.load(own_anchor, model), own_anchor
+        else:
+            note(phase="anchor", message="estimating the global gradient")
+            anchor, anchor_path = prepare_anchor(cfg, lm, general, out, progress)
+            estimated = not cfg.anchor
     opt_cfg = cfg.optimizer_config()
     opt = DBAOptimizer(model, anchor if cfg.method == "dba" else None, opt_cfg)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    guard = CollapseGuard(cfg.guard_window, cfg.guard_loss_rise, cfg.guard_weight_growth,
+                          weight_norm(params), enabled=cfg.collapse_guard)  # the start norm: before any checkpoint
 
-    start = 0
+    start, tokens, final_ckpt = 0, 0, False
+    if resume and (ckpt / "state.json").exists():
+        note(phase="resume", message="loading the checkpoint")
+        meta = _load_checkpoint(ckpt, model, opt)
+        start, final_ckpt = int(meta["step"]), bool(meta.get("final"))
+        run.checkpoint_step = start
+        tokens = meta.get("tokens")
+        if tokens is None:  # checkpoints from before tokens were saved: the last step record before it
+            tokens = max((m.get("tokens", 0) for m in run.metrics if m.get("type") == "step"
+                          and m.get("step", 0) < start), default=0)
     if resume:
-        start = _load_checkpoint(ckpt, model, opt)
-        # drop metrics of steps after the checkpoint: they will be run again
-        run.metrics = [m for m in run.metrics if m.get("step", 0) < start or
-                       (m.get("type") == "eval" and m.get("step", 0) <= start)]
-        from .io import atomic_write_text
+        # drop metrics of steps after the checkpoint: they will be run again (all of them when starting over)
+        run.metrics = [m for m in run.metrics if start and (m.get("step", 0) < start or
+                       (m.get("type") == "eval" and m.get("step", 0) <= start))]
         atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics))
-    else:
-        info = None
-        if anchor is not None:
-            info = {"path": str(anchor_path) if anchor_path else None,
-                    "sha256_16": file_hash(anchor_path) if anchor_path and Path(anchor_path).exists() else None,
-                    **{k: anchor.meta.get(k) for k in ("base_model", "weight_fingerprint", "space", "corpus",
-                                                       "corpus_hash", "batches", "tokens", "energy", "rank")}}
-        atomic_write_json(out / "config.json", {**cfg.to_dict(), "anchor_info": info})
+        for m in run.metrics:
+            if m.get("type") == "step":
+                guard.observe(m)  # the guard continues exactly where the interrupted session left it
+    info = None
+    if anchor is not None:
+        info = {"path": str(anchor_path) if anchor_path else None,
+                "sha256_16": file_hash(anchor_path) if anchor_path and Path(anchor_path).exists() else None,
+                **{k: anchor.meta.get(k) for k in ("base_model", "weight_fingerprint", "space", "corpus",
+                                                   "corpus_hash", "batches", "tokens", "energy", "rank")}}
+    atomic_write_json(out / "config.json", {**_recorded(cfg), "anchor_info": info})
 
-    timing = {"anchor_seconds": anchor.meta.get("seconds") if anchor is not None and anchor_path
-              and str(anchor_path).startswith(str(out)) else 0.0}
-    run.write_status(**timing)
+    if estimated:
+        run.status["anchor_seconds"] = anchor.meta.get("seconds") or 0.0
+    run.write_status(step=start, tokens=tokens, checkpoint_step=run.checkpoint_step, **run.clock())
 
     if start == 0 and cfg.evaluate_at_end and (gen_eval or dom_eval):
         note(phase="eval", message="scoring the base model")
@@ -232,17 +603,27 @@ def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, prog
         if callback:
             callback(rec)
 
-    tokens = run.status.get("tokens", 0) if resume else 0
-    t_train = time.perf_counter()
+    def checkpoint(step: int, final: bool = False):
+        run.phase = f"saving the checkpoint of step {step}"
+        _save_checkpoint(ckpt, model, opt, step, tokens=tokens, final=final)
+        run.checkpoint_step = step
+
+    run.t_train = time.perf_counter()
+    last_ckpt = time.monotonic()
     model.train()
     bar = tqdm(total=cfg.steps, initial=start, desc=f"{cfg.method}", unit="step", disable=not progress)
-    status = "completed"
+    status, why = "completed", None
     step = start
+    signals.in_loop = True
     try:
         for step in range(start, cfg.steps):
             if _cancelled(cancel):
                 status = "cancelled"
                 break
+            if signals.requested:
+                status = "interrupted"
+                break
+            run.phase = f"training step {step}"
             loss_sum = 0.0
             for k in range(cfg.grad_accum):
                 i = step * cfg.grad_accum + k
@@ -256,40 +637,83 @@ def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, prog
                 tokens += int(batch["attention_mask"].sum())
             clip = {}
             if cfg.max_grad_norm is not None:
-                params = [p for g in opt.param_groups for p in g["params"]]
                 # grad_norm in the record is ‖g_D‖ as DBA sees it (after clipping); keep the raw norm next to it
                 clip["grad_norm_raw"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+                opt.note_clip(clip["grad_norm_raw"], cfg.max_grad_norm)  # for the clip-consistent boost
             opt.set_loss(loss_sum)
-            opt.step()
+            try:
+                opt.step()
+            except TrainingError as e:  # too many non-finite gradients in a row
+                status, why = "diverged", str(e).rstrip(".")
             opt.zero_grad(set_to_none=True)
-            rec = {"type": "step", **opt.last_record, **clip, "tokens": tokens,
-                   "elapsed": round(time.perf_counter() - t_start, 3)}
+            w_norm = weight_norm(params)
+            rec = {"type": "step", **opt.last_record, **clip, "weight_norm": w_norm, "tokens": tokens,
+                   "elapsed": run.clock()["wall_seconds"]}
             run.append_metric(rec)
             if callback:
                 callback(rec)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum:.3f}", rho=f"{rec.get('rho', 0):+.2f}", lam=f"{rec.get('lam', 1):.2f}")
             done = step + 1
+            if status != "diverged":
+                why = guard.check_weights(w_norm) or guard.observe(rec)
+                if why:
+                    status = "diverged"
+            if status == "diverged":
+                step = done
+                break
             if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps and (gen_eval or dom_eval):
+                run.phase = f"scoring at step {done}"
                 erec = {"type": "eval", "step": done, **evaluate_model(model, tok, gen_eval, dom_eval, cfg)}
                 run.append_metric(erec)
                 if callback:
                     callback(erec)
                 model.train()
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
-                _save_checkpoint(ckpt, model, opt, done)
-            run.write_status(step=done, tokens=tokens)
+            if done < cfg.steps and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or
+                                     (cfg.checkpoint_minutes and
+                                      time.monotonic() - last_ckpt >= 60 * cfg.checkpoint_minutes)):
+                checkpoint(done)
+                last_ckpt = time.monotonic()
+            run.write_status(step=done, tokens=tokens, checkpoint_step=run.checkpoint_step, **run.clock())
         else:
             step = cfg.steps
     finally:
+        signals.in_loop = False
         bar.close()
-    train_seconds = time.perf_counter() - t_train
+    run.train_seconds = time.perf_counter() - run.t_train
 
     scores = None
-    if status == "cancelled":
-        _save_checkpoint(ckpt, model, opt, step)
-        note(phase="cancelled", message=f"cancelled before step {step}; checkpoint saved, resumable")
+    if status in ("cancelled", "interrupted"):
+        if run.checkpoint_step != step:
+            checkpoint(step)
+        ck = f"checkpoint of step {step} saved"
+        run.write_status(status=status, step=step, tokens=tokens, checkpoint_step=step, device=str(lm.device),
+                         **run.clock())
+        if status == "interrupted":
+            msg = (f"stopped by {signals.requested} before step {step} of {cfg.steps}; {ck}. Continue with: "
+                   f"dba train --resume {out}")
+            run.write_status(error=msg)
+            note(phase=status, message=msg)
+            raise RunInterrupted(msg)
+        note(phase="cancelled", message=f"cancelled before step {step}; {ck}, resumable")
+    elif status == "diverged":
+        lr = cfg.dba.anneal.lr
+        ck = (f"its last good checkpoint (step {run.checkpoint_step}) is kept" if run.checkpoint_step is not None
+              else "no checkpoint was saved")
+        msg = (f"Run diverged at step {step}: {why}. Nothing was saved as a result ({ck}); lower the learning rate "
+               f"(η_0 = {lr:g}) or check the data; collapse_guard=False turns the guard off. Folder: {out}")
+        run.write_status(status="diverged", step=step, tokens=tokens, error=msg, device=str(lm.device),
+                         checkpoint_step=run.checkpoint_step, **run.clock())
+        note(phase="diverged", message=msg)
+        raise DivergedError(msg)
     else:
+        # Keep the finished training safe until the result is on disk: a weights-only checkpoint of the last step
+        # (the previous checkpoint stays until this one is complete; this one stays until the result is saved).
+        if not final_ckpt:
+            checkpoint(step, final=True)
+        run.phase = "saving the result"
+        note(phase="save", message="saving the result")
+        _save_result(out, lm)
         if cfg.evaluate_at_end and (gen_eval or dom_eval):
             note(phase="eval", message="scoring the fine-tuned model")
             erec = {"type": "eval", "step": cfg.steps, **evaluate_model(model, tok, gen_eval, dom_eval, cfg)}
@@ -297,12 +721,10 @@ def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, prog
             if callback:
                 callback(erec)
             scores = {k: erec[k] for k in ("s_g", "s_d", "s")}
-        _save_result(out, lm)
-    wall = time.perf_counter() - t_start
-    run.write_status(status=status, step=step, tokens=tokens, train_seconds=round(train_seconds, 3),
-                     wall_seconds=round(wall, 3), device_seconds=round(_device_seconds(wall, lm.device), 3),
-                     device=str(lm.device), scores=scores)
-    note(phase=status, message=f"run {status}")
+        run.write_status(status=status, step=step, tokens=tokens, device=str(lm.device), scores=scores,
+                         checkpoint_step=None, **run.clock())
+        shutil.rmtree(ckpt, ignore_errors=True)  # the result is saved; the checkpoint is no longer needed
+        note(phase=status, message=f"run {status}")
     return RunResult(run_dir=out, status=status, steps_done=step, metrics=run.metrics, scores=scores,
                      loaded=lm if keep_model else None)
 
@@ -329,45 +751,53 @@ def _load_trainable(model, ckpt: Path) -> None:
             params[n].copy_(t)
 
 
-def _save_checkpoint(ckpt: Path, model, opt: DBAOptimizer, step: int) -> None:
-    """Trainable weights and optimiser moments as safetensors (no pickle), counters and RNG as JSON; atomically."""
+def _save_checkpoint(ckpt: Path, model, opt: DBAOptimizer, step: int, *, tokens: int = 0,
+                     final: bool = False) -> None:
+    """Trainable weights and optimiser moments as safetensors (no pickle), counters and RNG as JSON; atomically.
+
+    ``final``: the end of training: weights and RNG only (no more steps need the optimiser), kept until the result
+    is saved. The new checkpoint is built in a temp folder and replaces the previous one only once complete."""
     from safetensors.torch import save_file
 
     def build(tmp: Path):
         save_file({n: t.contiguous() for n, t in _trainable_state(model).items()},
                   str(tmp / "trainable.safetensors"))
-        sd = opt.state_dict()
-        tensors, scalars = {}, {}
-        for idx, st in sd["state"].items():
-            for key, val in st.items():
-                if torch.is_tensor(val):
-                    tensors[f"{idx}.{key}"] = val.detach().cpu().contiguous()
-                else:
-                    scalars[f"{idx}.{key}"] = val
+        tensors, scalars, groups = {}, {}, None
+        if not final:
+            sd = opt.state_dict()
+            groups = sd["param_groups"]
+            for idx, st in sd["state"].items():
+                for key, val in st.items():
+                    if torch.is_tensor(val):
+                        tensors[f"{idx}.{key}"] = val.detach().cpu().contiguous()
+                    else:
+                        scalars[f"{idx}.{key}"] = val
         tensors["rng.torch"] = torch.get_rng_state()
         save_file(tensors, str(tmp / "optimizer.safetensors"))
-        atomic_write_json(tmp / "state.json", {"step": step, "param_groups": sd["param_groups"], "scalars": scalars,
-                                               "py_rng": random.getstate()})
+        atomic_write_json(tmp / "state.json", {"step": step, "tokens": tokens, "final": final, "param_groups": groups,
+                                               "scalars": scalars, "py_rng": random.getstate()})
 
     atomic_dir(ckpt, build)
 
 
-def _load_checkpoint(ckpt: Path, model, opt: DBAOptimizer) -> int:
-    """Restore weights, optimiser and RNG from :func:`_save_checkpoint`; returns the step to continue from."""
+def _load_checkpoint(ckpt: Path, model, opt: DBAOptimizer) -> dict:
+    """Restore weights, optimiser and RNG from :func:`_save_checkpoint`; returns its ``state.json`` (``step`` is the
+    step to continue from)."""
     from safetensors.torch import load_file
 
     _load_trainable(model, ckpt)
     meta = json.loads((ckpt / "state.json").read_text())
     tensors = load_file(str(ckpt / "optimizer.safetensors"))
     torch.set_rng_state(tensors.pop("rng.torch"))
-    state: dict[int, dict] = {}
-    for key, val in list(tensors.items()) + list(meta["scalars"].items()):
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = val
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    if not meta.get("final"):
+        state: dict[int, dict] = {}
+        for key, val in list(tensors.items()) + list(meta["scalars"].items()):
+            idx, name = key.split(".", 1)
+            state.setdefault(int(idx), {})[name] = val
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     v = meta["py_rng"]
     random.setstate((v[0], tuple(v[1]), v[2]))
-    return int(meta["step"])
+    return meta
 
 
 def _save_result(out: Path, lm: LoadedModel) -> None:
@@ -382,10 +812,14 @@ def _save_result(out: Path, lm: LoadedModel) -> None:
 
 
 def read_run(run_dir: str | Path) -> dict:
-    """A run folder's config, status and metrics (for compare, plots and the app)."""
+    """A run folder's config, status and metrics (for compare, plots and the app).
+
+    A ``running`` status whose process is gone reads as ``interrupted`` (with ``"stale": True``)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists() and not (run_dir / "status.json").exists():
         raise DBAError(f"{run_dir} is not a run folder (no config.json / status.json).")
     cfg = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
     status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").exists() else {}
+    if status.get("status") == "running" and "pid" in status and effective_state(status, run_dir) == "interrupted":
+        status = {**status, "status": "interrupted", "stale": True}
     return {"dir": str(run_dir), "config": cfg, "status": status, "metrics": read_jsonl(run_dir / "metrics.jsonl")}
