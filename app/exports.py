@@ -1,8 +1,9 @@
 """Chat (the base model and the tuned one answering the same prompt) and export (adapter zip, merged model zip).
 
-A LoRA run is loaded once as the base model with its trained adapter attached: the tuned answer is generated with the
-adapter enabled and the base answer inside PEFT's ``disable_adapter()`` — the same weights, one copy in memory. A
-full fine-tuning run loads the base model and the tuned checkpoint separately.
+Runs are loaded with the library's :func:`dba.scores_cli.load_trained`. A LoRA run is loaded once, base model with its
+trained adapter: the tuned answer is generated with the adapter enabled and the base answer inside PEFT's
+``disable_adapter()`` — the same weights, one copy in memory. A full fine-tuning run loads the base model beside the
+tuned checkpoint.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from pathlib import Path
 import torch
 
 from dba.errors import DBAError
-from dba.models import LoraSettings, load_model
+from dba.models import load_model
+from dba.scores_cli import load_trained
 from dba.scores import mc_prompt
 
 _CACHE_LOCK = threading.Lock()
@@ -35,12 +37,9 @@ def run_config(run_dir: Path) -> dict:
     return cfg
 
 
-def _lora(cfg: dict) -> LoraSettings | None:
-    return LoraSettings(**cfg["lora"]) if cfg.get("lora") else None
-
-
 def load_pair(run_dir: Path):
-    """(base, tuned, kind) for a run: kind "adapter" (one PEFT model, base = adapter disabled) or "full"."""
+    """(base, tuned, kind) for a run, loaded with the library's :func:`dba.scores_cli.load_trained`: kind
+    "adapter" (one PEFT model, base = adapter disabled) or "full" (the base model loaded beside the tuned one)."""
     run_dir = Path(run_dir).resolve()
     with _CACHE_LOCK:
         if _CACHE["key"] == str(run_dir):
@@ -48,14 +47,11 @@ def load_pair(run_dir: Path):
         _CACHE["key"], _CACHE["value"] = None, None  # free the old one before loading the next
         cfg = run_config(run_dir)
         device = cfg.get("device", "auto")
+        tuned = load_trained(run_dir, device=device)
         if (run_dir / "adapter").exists():
-            lm = load_model(cfg["model"], quantization=cfg.get("quantization", "none"), lora=_lora(cfg), device=device)
-            lm.model.load_adapter(str(run_dir / "adapter"), adapter_name="tuned")
-            lm.model.set_adapter("tuned")
-            value = (lm, lm, "adapter")
+            value = (tuned, tuned, "adapter")
         else:
             base = load_model(cfg["model"], quantization="none", lora=None, device=device)
-            tuned = load_model(str(run_dir / "model"), lora=None, device=device)
             value = (base, tuned, "full")
         _CACHE["key"], _CACHE["value"] = str(run_dir), value
         return value
@@ -92,56 +88,68 @@ def chat(run_dir: Path, prompt: str, max_new_tokens: int = 64) -> tuple[str, str
     return a or empty, b or empty
 
 
-def _zip_folder(folder: Path, dest: Path, extra: dict[str, Path] | None = None) -> Path:
-    """Zip ``folder``'s files (and ``extra`` {name in zip: file}) to ``dest`` atomically."""
+def _zip_folder(folder: Path, dest: Path, extra: dict[str, bytes] | None = None) -> Path:
+    """Zip ``folder``'s files (and ``extra`` {name in zip: contents}) to ``dest`` atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for f in sorted(folder.rglob("*")):
             if f.is_file():
                 z.write(f, f.relative_to(folder).as_posix())
-        for name, f in (extra or {}).items():
-            if f.exists():
-                z.write(f, name)
+        for name, data in (extra or {}).items():
+            z.writestr(name, data)
     tmp.replace(dest)
     return dest
 
 
-def _provenance(run_dir: Path) -> dict[str, Path]:
-    return {f"dba-run/{n}": run_dir / n for n in ("config.json", "status.json", "metrics.jsonl")}
+def scrub(text: str, hide: dict[str, str]) -> str:
+    """``text`` with each server folder in ``hide`` replaced by its stand-in (longest first)."""
+    for folder in sorted(hide, key=len, reverse=True):
+        if folder:
+            text = text.replace(folder.rstrip("/") + "/", hide[folder]).replace(folder.rstrip("/"), hide[folder])
+    return text
 
 
-def export_adapter(run_dir: Path, out_dir: Path) -> Path:
+def _provenance(run_dir: Path, hide: dict[str, str] | None) -> dict[str, bytes]:
+    """The run's config, status and metrics for ``dba-run/``, with the server's session folders (``hide``) replaced
+    so that nothing in a download names a session's folder or the server's layout."""
+    out = {}
+    for n in ("config.json", "status.json", "metrics.jsonl"):
+        f = run_dir / n
+        if f.exists():
+            out[f"dba-run/{n}"] = scrub(f.read_text(encoding="utf-8"), hide or {}).encode("utf-8")
+    return out
+
+
+def export_adapter(run_dir: Path, out_dir: Path, hide: dict[str, str] | None = None) -> Path:
     """The run's PEFT adapter (adapter_config.json + adapter_model.safetensors) as a zip, with the run's config,
-    status and metrics under ``dba-run/``. A full fine-tuning run has no adapter: export its model instead."""
+    status and metrics under ``dba-run/`` (server folders in ``hide`` replaced, see :func:`scrub`). A full fine-tuning run has no adapter: export its model instead."""
     run_dir = Path(run_dir)
     run_config(run_dir)
     if not (run_dir / "adapter").exists():
         raise DBAError(f"{run_dir.name} was a full fine-tuning run: it has no adapter. Use “merged model” to "
                        "download the fine-tuned weights.")
-    return _zip_folder(run_dir / "adapter", Path(out_dir) / f"{run_dir.name}-adapter.zip", _provenance(run_dir))
+    return _zip_folder(run_dir / "adapter", Path(out_dir) / f"{run_dir.name}-adapter.zip", _provenance(run_dir, hide))
 
 
-def export_merged(run_dir: Path, out_dir: Path) -> Path:
+def export_merged(run_dir: Path, out_dir: Path, hide: dict[str, str] | None = None) -> Path:
     """A standalone checkpoint (base + adapter merged, with the tokenizer) as a zip; refused for 4-bit runs, whose
     base weights are quantised (merging into them would lose the adapter's precision)."""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
     dest = Path(out_dir) / f"{run_dir.name}-merged.zip"
     if (run_dir / "model").exists():  # full fine-tuning: the run already saved a standalone checkpoint
-        return _zip_folder(run_dir / "model", dest, _provenance(run_dir))
+        return _zip_folder(run_dir / "model", dest, _provenance(run_dir, hide))
     if cfg.get("quantization", "none") != "none":
         raise DBAError("This run used a 4-bit base model: merging the adapter into quantised weights would lose "
                        "precision. Download the adapter and merge it into the full-precision base instead.")
-    lm = load_model(cfg["model"], quantization="none", lora=_lora(cfg), device="cpu")
-    lm.model.load_adapter(str(run_dir / "adapter"), adapter_name="tuned")
-    lm.model.set_adapter("tuned")
+    lm = load_trained(run_dir, device="cpu")
     merged = lm.model.merge_and_unload()
     stage = Path(out_dir) / f".merge-{run_dir.name}-{int(time.time())}"
     try:
         merged.config.use_cache = True
         merged.save_pretrained(stage)
         lm.tokenizer.save_pretrained(stage)
-        return _zip_folder(stage, dest, _provenance(run_dir))
+        return _zip_folder(stage, dest, _provenance(run_dir, hide))
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -92,7 +92,7 @@ class Job:
     """One background task and everything the page shows about it."""
 
     kind: str
-    """"anchor", "finetune", "compare" or "teach"."""
+    """"load", "anchor", "finetune", "compare" or "teach"."""
     title: str
     session: str
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -223,18 +223,28 @@ class Registry:
         with self._lock:
             return self._jobs.get(session)
 
-    def latest(self) -> Job | None:
-        with self._lock:
-            return max(self._jobs.values(), key=lambda j: j.created, default=None)
+    def active(self, session: str) -> bool:
+        job = self.current(session)
+        return job is not None and job.active
 
-    def start(self, session: str, kind: str, title: str, work: Callable[[Job], None]) -> Job:
+    def queued(self) -> int:
+        """Jobs of all sessions waiting for the machine."""
+        with self._lock:
+            return sum(1 for j in self._jobs.values() if j.state == "queued")
+
+    def start(self, session: str, kind: str, title: str, work: Callable[[Job], None],
+              max_queue: int | None = None) -> Job:
         """Start ``work(job)`` in a worker thread once the machine is free. Raises DBAError when this session
-        already has a job that has not finished."""
+        already has a job that has not finished, or when ``max_queue`` jobs already wait for the machine."""
         with self._lock:
             old = self._jobs.get(session)
             if old is not None and old.active:
                 raise DBAError(f"This session is already running “{old.title}” ({old.state}). Wait for it to "
                                "finish or cancel it first.")
+            waiting = sum(1 for j in self._jobs.values() if j.state == "queued")
+            if max_queue is not None and waiting >= max_queue:
+                raise DBAError(f"The server is busy: {waiting} jobs are already waiting for the machine (the most "
+                               "this server queues, DBA_STUDIO_MAX_QUEUE). Try again in a few minutes.")
             job = Job(kind=kind, title=title, session=session)
             self._jobs[session] = job
         job.thread = threading.Thread(target=self._run, args=(job, work), name=f"dba-job-{job.id}", daemon=True)

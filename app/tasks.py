@@ -33,6 +33,19 @@ def load_choice(choice: ModelChoice):
     return load_model(choice.name, quantization=choice.quantization, lora=choice.lora(), device=choice.device)
 
 
+def load_job(choice: ModelChoice):
+    """The Model tab's Load button: load the choice once and report its size and memory. A job like any other, so
+    loading (or failing to reach the hub) waits its turn for the machine and holds no page worker."""
+    def work(job: Job) -> None:
+        job.set_phase("load", f"loading {choice.describe()}")
+        lm = load_choice(choice)
+        try:
+            job.touch(result={"summary": lm.summary()})
+        finally:
+            del lm
+    return work
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Global gradient
 

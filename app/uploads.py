@@ -99,6 +99,23 @@ def store_upload(src: str | os.PathLike, folder: str | os.PathLike, *, allowed: 
     return dest
 
 
+def discard(src: str | os.PathLike) -> None:
+    """Delete a refused upload from Gradio's upload folder (and its folder when that is left empty). Files elsewhere
+    are never touched: only Gradio's own copy of what a user sent is removed."""
+    from gradio.utils import get_upload_folder, is_in_or_equal
+
+    try:
+        path = Path(src).resolve()
+        folder = Path(get_upload_folder()).resolve()
+        if path == folder or not is_in_or_equal(path, folder) or not path.is_file():
+            return
+        path.unlink(missing_ok=True)
+        if path.parent != folder and not any(path.parent.iterdir()):
+            path.parent.rmdir()
+    except OSError:
+        pass
+
+
 def _reword(e: DataError, path: Path, shown: str) -> DataError:
     """The engine's message with the server-side path replaced by the name the user knows."""
     return DataError(str(e).replace(str(path), shown))

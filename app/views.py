@@ -113,11 +113,11 @@ def training_figures(runs: list[dict], want: set[str] | None = None) -> dict:
     return figs
 
 
-def finetune_md(job: Job, runs: list[dict]) -> str:
-    """The Fine-tune tab's status line: run folder and, at the end, the scores."""
+def finetune_md(job: Job, runs: list[dict], show=str) -> str:
+    """The Fine-tune tab's status line: run folder (named by ``show``) and, at the end, the scores."""
     md = f"**{html.escape(job.title)}** — {job.state}"
     if runs and runs[-1].get("dir"):
-        md += f"  \nrun folder: `{runs[-1]['dir']}`"
+        md += f"  \nrun folder: `{show(runs[-1]['dir'])}`"
     sc = job.result.get("scores") or {}
     if sc:
         names = {"s_g": "S_G", "s_d": "S_D", "s": "S"}

@@ -1,0 +1,50 @@
+"""The Export tab: one of the session's runs as a download (PEFT adapter zip, or merged standalone model zip). The
+zips go through the session's private export folder; their ``dba-run/`` provenance names no server folder."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+
+from .. import exports
+from .common import Ctx, guard
+
+
+def build(ctx: Ctx) -> SimpleNamespace:
+    t = SimpleNamespace()
+    with gr.Tab("6 · Export", id="export"):
+        gr.Markdown("Download a run's result. **Adapter**: the PEFT adapter (load it on the same base with "
+                    "`PeftModel.from_pretrained`). **Merged model**: base + adapter merged into one "
+                    "standalone checkpoint (not offered for 4-bit runs).")
+        with gr.Row():
+            t.run = gr.Dropdown([], label="Run (this session's)", allow_custom_value=True, scale=4)
+            t.refresh = gr.Button("↻ Refresh runs", size="sm", scale=1)
+        with gr.Row():
+            t.adapter = gr.Button("Adapter (.zip)", variant="primary")
+            t.merged = gr.Button("Merged model (.zip)")
+        t.file = gr.File(label="Download", interactive=False)
+    wire(ctx, t)
+    return t
+
+
+def hidden_folders(ctx: Ctx, ws) -> dict[str, str]:
+    """Server folders replaced in a download's provenance: the session's own become relative, the rest anonymous."""
+    return {str(ws.runs_dir): "", str(ws.tmp): "", str(ctx.page.runs_root): "<runs>/",
+            str(ctx.page.sessions.tmp_root): "<tmp>/"}
+
+
+def wire(ctx: Ctx, t: SimpleNamespace) -> None:
+    page = ctx.page
+
+    @guard
+    def export_adapter(sid, run, request: gr.Request):
+        ws = page.ws(sid, request)
+        return str(exports.export_adapter(page.run_dir(ws, run), ws.exports, hidden_folders(ctx, ws)))
+
+    @guard
+    def export_merged(sid, run, request: gr.Request):
+        ws = page.ws(sid, request)
+        return str(exports.export_merged(page.run_dir(ws, run), ws.exports, hidden_folders(ctx, ws)))
+
+    t.adapter.click(export_adapter, [ctx.sid, t.run], [t.file], api_name="export_adapter")
+    t.merged.click(export_merged, [ctx.sid, t.run], [t.file], api_name="export_merged")

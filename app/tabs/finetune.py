@@ -1,0 +1,139 @@
+"""The Fine-tune tab: one run (DBA, direct or mixture) on a bundled domain or an upload, with every DBA knob, drawn
+live."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from dba.data import BUNDLED_DOMAINS
+from dba.errors import DBAError
+from dba.optim import AnnealConfig, BoostConfig, CorrectionConfig
+
+from .. import limits, tasks, uploads, views
+from ..page import UPLOAD
+from ..settings import eval_every_for
+from .common import PLOT, Ctx, guard, opt_float
+
+
+def build(ctx: Ctx) -> SimpleNamespace:
+    p, lim = ctx.preset, ctx.settings.limits
+    boost, corr, anneal = BoostConfig(), CorrectionConfig(), AnnealConfig()
+    t = SimpleNamespace()
+    with gr.Tab("3 · Fine-tune", id="finetune"):
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                t.domain = gr.Dropdown(list(BUNDLED_DOMAINS) + [UPLOAD], value="finance", label="Domain data")
+                with gr.Accordion("Upload domain data", open=False):
+                    t.file = gr.File(label=f".jsonl .json .csv .parquet .txt — used when Domain data = “{UPLOAD}”",
+                                     file_types=list(uploads.CORPUS_EXTENSIONS), type="filepath", height=110)
+                    t.check = gr.Markdown()
+                t.method = gr.Radio(["dba", "direct", "mixture"], value="dba", label="Method",
+                                    info="direct = domain only; mixture = domain + general share r")
+                t.steps = gr.Slider(1, ctx.cap(1000, lim.max_steps), value=p.steps, step=1, label="Steps T")
+                t.bs = gr.Slider(1, ctx.cap(64, lim.max_batch), value=p.batch_size, step=1, label="Batch size")
+                t.lr = gr.Number(value=p.lr or anneal.lr, label="Peak learning rate η₀",
+                                 info="annealed towards 0 over the run (AL)")
+                with gr.Row():
+                    t.eval_every = gr.Number(value=eval_every_for(p), precision=0, label="Score every N steps",
+                                             info="0 = start and end only")
+                    t.eval_items = gr.Number(value=p.eval_items, precision=0, label="Quiz questions",
+                                             info="per eval set" + ("" if ctx.public else "; 0 = all"))
+                t.ratio = gr.Slider(0.0, 1.0, value=0.5, step=0.125, label="Mixture: general share r",
+                                    info="only for method = mixture")
+                with gr.Accordion("DBA knobs (defaults = the engine's)", open=False):
+                    t.boost_mode = gr.Radio(["convex", "additive", "projection"], value=boost.mode,
+                                            label="Boost (GGB) form", info="convex: γĝ+(1−γ)g_D (paper); "
+                                            "projection: drop the conflicting part")
+                    with gr.Row():
+                        t.k0 = gr.Number(value=0, label="k₀ (0 = rule min(200/T, cap))")
+                        t.k0_max = gr.Number(value=boost.k0_max or 0, label="cap on k₀ for short runs")
+                    t.decay = gr.Radio(["linear", "constant", "cosine"], value=boost.decay, label="γ_t decay")
+                    t.scale = gr.Radio(["raw", "relative"], value=boost.scale, label="Anchor scale",
+                                       info="relative: rescale ĝ to ‖g_D‖ each step")
+                    t.dc = gr.Radio(["paper", "conservative", "off"], value=corr.function,
+                                    label="DC function λ=f(ρ)", info="paper: step grows on conflict; conservative: "
+                                    "shrinks")
+                    with gr.Row():
+                        t.beta = gr.Number(value=corr.beta, label="DC strength β")
+                        t.lam_min = gr.Number(value=corr.lam_min, label="λ min")
+                        t.lam_max = gr.Number(value=corr.lam_max, label="λ max")
+                    t.schedule = gr.Radio(["cosine", "linear", "constant"], value=anneal.schedule,
+                                          label="Annealing schedule")
+                    t.ablate = gr.CheckboxGroup(["GGB", "DC", "AL"], value=[], label="Switch off (ablation)")
+                    t.seed = gr.Number(value=0, precision=0, label="Seed")
+                with gr.Row():
+                    t.run = gr.Button("▶ Start fine-tuning", variant="primary")
+            with gr.Column(scale=2):
+                t.md = gr.Markdown("The live view of the run appears here once it starts.")
+                t.scores = gr.Plot(label="S_G and S_D over steps", elem_id="ft-scores", **PLOT)
+                with gr.Row():
+                    t.loss = gr.Plot(label="Training loss", elem_id="ft-loss", **PLOT)
+                    t.dcplot = gr.Plot(label="DC curve with the current ρ", elem_id="ft-dc", **PLOT)
+                t.rho = gr.Plot(label="ρ_t, λ_t, γ_t and the applied learning rate", elem_id="ft-rho", **PLOT)
+    t.outputs = [t.md, t.scores, t.loss, t.dcplot, t.rho]
+    wire(ctx, t)
+    return t
+
+
+def form_from(ctx: Ctx, ws, domain, file, method, steps, batch_size, lr, eval_every, eval_items, ratio, boost_mode,
+              k0, k0_max, decay, scale, dc, beta, lam_min, lam_max, schedule, ablate, seed) -> tasks.TrainForm:
+    """The checked form: numbers in range (public mode: within the server's limits), the domain resolved."""
+    s, p, num = ctx.settings, ctx.preset, limits.number
+    if method not in ("dba", "direct", "mixture"):
+        raise DBAError(f"Unknown method {method!r}; choose dba, direct or mixture.")
+    ratio = num(ratio, "The mixture share r")
+    if not 0 <= ratio <= 1:
+        raise DBAError(f"The mixture share r lies between 0 and 1, got {ratio:g}.")
+    return tasks.TrainForm(
+        domain=ctx.page.domain_source(ws, domain, file), method=method, steps=limits.check_steps(s, steps),
+        batch_size=limits.check_batch(s, batch_size), lr=limits.check_lr(s, lr), max_length=p.max_length,
+        eval_every=limits.whole(eval_every or 0, "Score every N steps", lo=0),
+        eval_items=limits.check_eval_items(s, eval_items), eval_scorer=p.eval_scorer, mixture_ratio=ratio,
+        seed=limits.whole(seed or 0, "The seed", lo=0), anchor_batches=p.anchor_batches, boost_mode=boost_mode,
+        k0=opt_float(k0), k0_max=opt_float(k0_max), boost_decay=decay, anchor_scale=scale, dc_function=dc,
+        dc_beta=num(beta, "DC strength β"), lam_min=num(lam_min, "λ min"), lam_max=num(lam_max, "λ max"),
+        schedule=schedule, ablate=tuple(ablate or ()))
+
+
+def wire(ctx: Ctx, t: SimpleNamespace) -> None:
+    page = ctx.page
+
+    @guard
+    def check_domain_upload(sid, file, request: gr.Request):
+        ws = page.ws(sid, request)
+        if not file:
+            return "", gr.skip()
+        _, info = page.accept(ws, "corpus", file)
+        layouts = ", ".join(f"{k} {v}" for k, v in info["layouts"].items())
+        return f"✓ {info['file']}: {info['rows']} rows ({layouts}); selected as the domain data.", UPLOAD
+
+    t.file.upload(check_domain_upload, [ctx.sid, t.file], [t.check, t.domain], api_name="check_domain_upload")
+
+    @guard
+    def start_finetune(sid, domain, file, method, steps, batch_size, lr, eval_every, eval_items, ratio, boost_mode,
+                       k0, k0_max, decay, scale, dc, beta, lam_min, lam_max, schedule, ablate, seed,
+                       request: gr.Request):
+        ws = page.ws(sid, request)
+        form = form_from(ctx, ws, domain, file, method, steps, batch_size, lr, eval_every, eval_items, ratio,
+                         boost_mode, k0, k0_max, decay, scale, dc, beta, lam_min, lam_max, schedule, ablate, seed)
+        cfg = tasks.train_config(ws, form, ws.new_run_dir(form.method))
+        note = ""
+        if form.method == "dba":
+            note = " with the session's ĝ_G" if cfg.anchor else f" (ĝ_G estimated first: {cfg.anchor_batches} batches)"
+        title = f"Fine-tune {tasks.run_label(cfg)}{note} · {Path(str(form.domain)).stem} · {cfg.steps} steps"
+        return page.started(page.start(ws, "finetune", title, tasks.finetune_job(ws, cfg)))
+
+    inputs = [t.domain, t.file, t.method, t.steps, t.bs, t.lr, t.eval_every, t.eval_items, t.ratio, t.boost_mode,
+              t.k0, t.k0_max, t.decay, t.scale, t.dc, t.beta, t.lam_min, t.lam_max, t.schedule, t.ablate, t.seed]
+    t.run.click(start_finetune, [ctx.sid, *inputs], [ctx.job_html], api_name="start_finetune")
+
+
+def render(ctx: Ctx, t: SimpleNamespace, job, ws, runs: list[dict], moved: set[str]) -> dict:
+    figs = views.training_figures(runs, want=moved)
+    out = {t.md: views.finetune_md(job, runs, show=lambda d: ctx.page.show(ws, d))}
+    for name, comp in dict(loss=t.loss, rho=t.rho, dc=t.dcplot, scores=t.scores).items():
+        if name in figs:
+            out[comp] = figs[name]
+    return out
