@@ -179,15 +179,10 @@ def train_config_from_args(args):
 
 
 def cmd_train(args) -> int:
-    from .train import FinetuneConfig, finetune
+    from .train import finetune, resume_config
 
     if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.json").exists():
-            raise DBAError(f"{run_dir} has no config.json: not a run folder.")
-        saved = json.loads((run_dir / "config.json").read_text())
-        saved.pop("anchor_info", None)
-        cfg = FinetuneConfig.from_dict(saved)
+        cfg = resume_config(args.resume)  # output_dir = the folder given, wherever it was made
     else:
         cfg = train_config_from_args(args)
     print(f"run folder: {cfg.output_dir}")
@@ -292,8 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     except DBAError as e:
         print(f"dba {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"dba {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        detail = str(e) if len(str(e)) > 8 else ""  # a run's RunInterrupted says what was saved and how to resume
+        print(f"dba {args.command}: interrupted" + (f": {detail}" if detail else ""), file=sys.stderr)
         return 130
 
 
