@@ -749,6 +749,13 @@ def load_mc(path: str | Path) -> list[MCItem]:
             raise DataError(f"{where}: answer index {answer} is out of range for {len(choices)} choices "
                             f"(valid: 0..{len(choices) - 1}).")
         ident, cat = obj.get("id"), obj.get("category")
+        seen: dict[str, int] = {}
+        for j, c in enumerate(choices):
+            first = seen.setdefault(c.strip(), j)
+            if first != j:  # equal choices score equally: the tie would go to the first, right or wrong
+                item = f" (id {ident})" if ident is not None else ""
+                raise DataError(f"{where}{item}: choices {first} and {j} are the same ({c.strip()!r}); each choice "
+                                "must differ, or ties decide the score.")
         items.append(MCItem(question=q, choices=list(choices), answer=answer,
                             id=None if ident is None else str(ident), category=None if cat is None else str(cat)))
     if not items:
@@ -836,7 +843,10 @@ def bundled_path(name: str, split: str = "train") -> Path:
     JSON Lines) or ``"eval"`` (multiple-choice JSON Lines)."""
     key = name.strip().lower().replace("-", "_")
     if key not in BUNDLED_NAMES:
-        raise DataError(f"Unknown bundled data set {name!r}; bundled: {', '.join(BUNDLED_NAMES)}.")
+        if any(sep in name for sep in ("/", "\\", os.sep)) or name.startswith((".", "~")) or Path(name).suffix:
+            raise DataError(f"File or folder not found: {Path(name).expanduser()}.")
+        raise DataError(f"{name!r} not found: no file or folder of that name here, and not a bundled data set "
+                        f"(bundled: {', '.join(BUNDLED_NAMES)}).")
     if split not in ("train", "eval"):
         raise DataError(f"Unknown split {split!r}; use 'train' or 'eval'.")
     root = data_samples_dir()
