@@ -845,8 +845,8 @@ def bundled_path(name: str, split: str = "train") -> Path:
     if key not in BUNDLED_NAMES:
         if any(sep in name for sep in ("/", "\\", os.sep)) or name.startswith((".", "~")) or Path(name).suffix:
             raise DataError(f"File or folder not found: {Path(name).expanduser()}.")
-        raise DataError(f"{name!r} not found: no file or folder of that name here, and not a bundled data set "
-                        f"(bundled: {', '.join(BUNDLED_NAMES)}).")
+        raise DataError(f"Unknown bundled data set {name!r}; bundled: {', '.join(BUNDLED_NAMES)} (and no file or "
+                        "folder of that name was found).")
     if split not in ("train", "eval"):
         raise DataError(f"Unknown split {split!r}; use 'train' or 'eval'.")
     root = data_samples_dir()
