@@ -145,7 +145,7 @@ class GlobalGradient:
         return bool(self.fisher_factors or self.fisher_dense)
 
     def fisher(self, name: str) -> torch.Tensor:
-        """The (factored) Fisher diagonal of one tensor, as a dense tensor: r·cᵀ/Σr for matrices. For tests and plots."""
+        """The (factored) Fisher diagonal of one tensor, as a dense tensor: r·cᵀ/Σr for matrices (tests, plots)."""
         if name in self.fisher_factors:
             r, c = self.fisher_factors[name]
             return torch.outer(r, c) / r.sum().clamp_min(1e-30)

@@ -42,7 +42,8 @@ class Method:
     configure: Callable[["DBAConfig"], None]
     """Edits a *copy* of the base optimiser config into this method's config (see :meth:`optimizer_config`)."""
     run_as: Literal["dba", "direct", "mixture"] = "dba"
-    """The training loop this method runs in (:class:`dba.train.FinetuneConfig` ``method``): ``dba`` loads the anchor."""
+    """The training loop this method runs in (:class:`dba.train.FinetuneConfig` ``method``); ``dba`` loads the
+    anchor."""
     trains: bool = True
     """False for post-hoc methods (WiSE-FT: interpolates a finished run's weights, no training)."""
     origin: Literal["paper", "reconstructed", "ablation", "variant", "baseline"] = "variant"
@@ -190,7 +191,8 @@ def kind_of(label: str) -> str:
         return METHODS[s].kind
     best = None
     for name in METHODS:
-        if s.startswith(name) and re.match(r"[\s\-_(@:/=,]|$", s[len(name):]) and (best is None or len(name) > len(best)):
+        separated = re.match(r"[\s\-_(@:/=,]|$", s[len(name):])
+        if s.startswith(name) and separated and (best is None or len(name) > len(best)):
             best = name
     if best is not None:
         return METHODS[best].kind
