@@ -46,6 +46,7 @@ from .global_gradient import GlobalGradient, estimate_global_gradient, file_hash
 from .io import atomic_dir, atomic_write_json, atomic_write_text, is_disk_full, overwrite_text, read_jsonl, recover_dir
 from .models import LoadedModel, load_model
 from .optim import DBAOptimizer
+from .export import make_shareable, refresh_card  # shareable adapters and model cards
 
 STATES = ("running", "completed", "cancelled", "interrupted", "failed", "diverged")
 """The values of ``status.json``'s ``status``."""
@@ -721,6 +722,7 @@ def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, prog
             if callback:
                 callback(erec)
             scores = {k: erec[k] for k in ("s_g", "s_d", "s")}
+            refresh_card(out)  # the model card, now with the final scores
         run.write_status(status=status, step=step, tokens=tokens, device=str(lm.device), scores=scores,
                          checkpoint_step=None, **run.clock())
         shutil.rmtree(ckpt, ignore_errors=True)  # the result is saved; the checkpoint is no longer needed
@@ -801,13 +803,18 @@ def _load_checkpoint(ckpt: Path, model, opt: DBAOptimizer) -> dict:
 
 
 def _save_result(out: Path, lm: LoadedModel) -> None:
-    """The adapter (PEFT format) or the whole model (full fine-tuning), atomically."""
+    """The adapter (PEFT format) or the whole model (full fine-tuning), atomically, with a model card and (adapter)
+    a base name that resolves on another machine (dba.export.make_shareable)."""
     if lm.lora is not None:
-        atomic_dir(out / "adapter", lambda tmp: lm.model.save_pretrained(tmp))
+        def build_adapter(tmp):
+            lm.model.save_pretrained(tmp)
+            make_shareable(tmp, out, "adapter")
+        atomic_dir(out / "adapter", build_adapter)
     else:
         def build(tmp):
             lm.model.save_pretrained(tmp)
             lm.tokenizer.save_pretrained(tmp)
+            make_shareable(tmp, out, "model")
         atomic_dir(out / "model", build)
 
 
