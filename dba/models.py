@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -138,15 +139,40 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path) -> Path:
     return atomic_dir(Path(out_dir), build, replace=False)
 
 
+_DEFAULT_CONVERSION = threading.Lock()  # one conversion at a time: a load waits for one already under way
+
+
 def default_checkpoint(progress: bool = True) -> Path:
     """The converted default checkpoint folder, converting the embedded GGUF once if needed."""
     out = cache_dir() / "models" / DEFAULT_MODEL_NAME
     if (out / "config.json").exists():
         return out
-    gguf = default_gguf_path()
-    if progress:
-        print(f"[dba] converting the embedded default model once ({gguf.name} -> {out}); later loads are fast")
-    return convert_gguf(gguf, out)
+    with _DEFAULT_CONVERSION:
+        if (out / "config.json").exists():  # converted while this call waited
+            return out
+        gguf = default_gguf_path()
+        if progress:
+            print(f"[dba] converting the embedded default model once ({gguf.name} -> {out}); later loads are fast")
+        return convert_gguf(gguf, out)
+
+
+def prepare_default_in_background() -> threading.Thread | None:
+    """Convert the embedded default model in a background thread (a server calls this at start-up, so its first
+    visitor does not wait); a ``load_model("default")`` meanwhile waits for it instead of converting again. Returns
+    the thread, or None when there is nothing to do (converted already, or the package is missing: loading says so)."""
+    if (cache_dir() / "models" / DEFAULT_MODEL_NAME / "config.json").exists() \
+            or importlib.util.find_spec(DEFAULT_GGUF_PACKAGE) is None:
+        return None
+
+    def convert() -> None:
+        try:
+            default_checkpoint()
+        except Exception as e:  # noqa: BLE001 -- a thread has no caller to raise to; the load reports it again
+            print(f"[dba] background conversion of the default model failed: {type(e).__name__}: {e}")
+
+    thread = threading.Thread(target=convert, name="dba-prepare-default-model", daemon=True)
+    thread.start()
+    return thread
 
 
 def tiny_checkpoint(seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
