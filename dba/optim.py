@@ -1,7 +1,8 @@
 """Stage 2 of DBA: the domain step — global-gradient boost (GGB), dynamic correction (DC), annealed learning (AL).
 
-The three pieces are separate, configurable and switchable (for ablations), and compose in
-:meth:`DBAOptimizer.step`, which reads like DESIGN.md §2.2:
+The three pieces are separate, configurable and switchable (for ablations): each is a small transform of
+:mod:`dba.transforms`, chained from the config, and :meth:`DBAOptimizer.step` runs the chain around AdamW. For the
+paper's DBA it computes, in order (DESIGN.md §2.2):
 
     g_D   = p.grad                                   (the domain gradient, after the loop's own clipping)
     ĝ_t   = anchor in trainable space                (fixed in param space; chain rule in weight space)
@@ -14,7 +15,9 @@ The three pieces are separate, configurable and switchable (for ablations), and 
 
 What is *reconstructed* (the paper does not publish it): the DC function f (default 1 + β·(1−ρ)/2, "the step grows as
 the gradients disagree"), the k_0 rule for short runs (the paper's k_0 = 200/T exceeds 1 when T < 200), and the exact
-annealing curve. Each is a config field or a callable, so other choices plug in.
+annealing curve. Each is a config field or a callable, so other choices plug in. The Adam-aware variants and the
+EWC / L2-SP baselines are further transforms (docs/algorithm.md has the method → chain table); this module holds the
+anchor map (ĝ in trainable space, the linearised general loss, the EWC gradient) and the optimiser.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from .config import AnnealConfig, BoostConfig, CorrectionConfig, DBAConfig  # noqa: F401  (moved; re-exported)
+from .config import AnnealConfig, BoostConfig, CorrectionConfig, DBAConfig, PenaltyConfig  # noqa: F401  (re-exported)
 from .errors import DBAError, TrainingError
 from .global_gradient import GlobalGradient, lora_layers, trainable_parameters
 from .transforms import (StepState, annealed_lr, boost, boost_weight, build_chain, clip_factor,  # noqa: F401
