@@ -21,6 +21,8 @@ def _space_setup() -> None:
 
 if __name__ == "__main__":
     _space_setup()
+    from dba.models import prepare_default_in_background
+    prepare_default_in_background()  # convert the embedded model now, so the first visitor does not wait
     from app import launch
 
     launch()
