@@ -343,7 +343,7 @@ def load_model(
         elif gradient_checkpointing:
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
-        cfg = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        cfg = LoraConfig(r=lora.rank, lora_alpha=lora.effective_alpha, lora_dropout=lora.dropout,
                          target_modules=lora.target_modules, task_type="CAUSAL_LM", bias="none")
         model = get_peft_model(model, cfg)
     model.config.use_cache = False

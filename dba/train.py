@@ -376,13 +376,9 @@ def prepare_anchor(cfg: FinetuneConfig, lm: LoadedModel, general: Corpus | None,
     if cfg.anchor:
         path = Path(cfg.anchor)
         return GlobalGradient.load(path, lm.model), path
-    if general is None:
-        general = load_corpus(resolve_corpus(cfg.general, "train"), lm.tokenizer, cfg.max_length)
-    plan = batch_plan(len(general), cfg.batch_size, cfg.anchor_batches, cfg.seed + 7919)
-    batches = (collate([general.examples[i] for i in idx], lm.tokenizer.pad_token_id) for idx in plan)
-    g = estimate_global_gradient(lm.model, batches, energy=cfg.anchor_energy, max_batches=cfg.anchor_batches,
-                                 progress=progress, callback=callback, base_model_id=lm.name,
-                                 corpus_name=general.name, corpus_hash=general.content_hash)
+    from .anchor import estimate_from_corpus  # the one corpus -> batches -> anchor pipeline (its seed rule)
+
+    g = estimate_from_corpus(lm, cfg.anchor_config(), corpus=general, progress=progress, callback=callback)
     path = g.save(run_dir / "anchor.safetensors")
     return g, path
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import dba.train
+import dba.anchor
 from dba import LoraSettings
 from dba.cli import main as cli_main
-from dba.compare import METHODS, CompareConfig, compare, cost_accounting, load_runs, run_cost
+from dba.compare import DEFAULT_METHODS, CompareConfig, compare, cost_accounting, load_runs, run_cost
 from dba.errors import DBAError
 from dba.global_gradient import GlobalGradient
 from dba.optim import AnnealConfig, BoostConfig, DBAConfig
@@ -58,14 +58,14 @@ def full(data, tmp_path_factory):
     """One complete comparison (every method), counting the anchor passes and collecting the callback events."""
     out = tmp_path_factory.mktemp("cmp") / "out"
     calls, events = [], []
-    real = dba.train.estimate_global_gradient
+    real = dba.anchor.estimate_global_gradient
 
     def counting(*a, **kw):
         calls.append(1)
         return real(*a, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(dba.train, "estimate_global_gradient", counting)
+        mp.setattr(dba.anchor, "estimate_global_gradient", counting)
         res = compare(tiny_compare(data, out), callback=events.append, progress=False)
     return res, out, calls, events
 
@@ -80,9 +80,9 @@ def test_results_csv_has_every_method_and_a_base_row(full):
     assert res.status == "completed" and not res.warnings, res.warnings
     rows = _csv(out / "results.csv")
     labels = [r["label"] for r in rows]
-    expected = ["base", "direct", "mixture-0.25", "mixture-0.5"] + [m for m in METHODS if m.startswith("dba")]
+    expected = ["base", "direct", "mixture-0.25", "mixture-0.5"] + [m for m in DEFAULT_METHODS if m.startswith("dba")]
     assert labels == expected
-    assert {r["method"] for r in rows} == {"base", *METHODS}
+    assert {r["method"] for r in rows} == {"base", *DEFAULT_METHODS}
     base = rows[0]
     assert base["method"] == "base" and float(base["d_s"]) == 0.0
     for r in rows[1:]:
@@ -127,6 +127,8 @@ def test_anchor_estimated_once_and_shared_by_every_dba_run(full):
     for r in runs:
         if not r["method"].startswith("dba"):
             assert r["config"]["anchor_info"] is None
+            # config.json records what ran: the baselines ran without boost or correction, T = the run's steps
+            assert r["config"]["dba"]["boost"]["enabled"] is False and r["config"]["dba"]["total_steps"] == 3
     # the variants differ from dba in exactly the intended piece
     cfg = {r["label"]: r["config"]["dba"] for r in dba_runs}
     assert cfg["dba-no-ggb"]["boost"]["enabled"] is False and cfg["dba"]["boost"]["enabled"] is True

@@ -8,7 +8,8 @@ import torch
 from dba import LoraSettings
 from dba.cli import main as cli_main
 from dba.optim import AnnealConfig, DBAConfig
-from dba.scores_cli import EvalSet, evaluate_sets, load_trained
+from dba.runs import load_trained
+from dba.scores_cli import EvalSet, evaluate_sets
 from dba.train import FinetuneConfig, finetune
 
 

@@ -129,21 +129,24 @@ def assert_png(path):
 
 def test_labels_and_colours_follow_the_method():
     runs = plots._as_runs(synthetic_runs())
-    assert [r["_label"] for r in runs] == ["direct", "mixture (r=0.3)", "mixture (r=0.7)", "dba", "dba (DC off)"]
+    assert [r["_label"] for r in runs] == ["direct", "mixture (r=0.3)", "mixture (r=0.7)", "dba", "dba-no-dc"]
     colours = [r["_color"] for r in runs]
     assert len(set(colours)) == len(colours)
     assert plots.method_color("direct") == plots.method_color("direct (seed 2)")
-    assert plots.method_kind("dba (GGB off)") == "dba-ggb-off" and plots.method_kind("dba-no-dc") == "dba-dc-off"
-    assert plots.method_kind("dba (GGB off, AL off)") == "dba-ablation"
-    # compare's labels
+    # one name per ablation, read from the method table (dba.methods.METHODS)
+    from dba.methods import METHODS
     assert [plots.method_kind(x) for x in ("dba-no-ggb", "dba-no-al", "dba-projection", "dba-relative",
-                                           "mixture-0.125")] == ["dba-ggb-off", "dba-al-off", "projection",
-                                                                 "dba-relative", "mixture"]
+                                           "mixture-0.125", "dba-no-dc seed 2", "base")] == [
+        "dba-no-ggb", "dba-no-al", "dba-projection", "dba-relative", "mixture", "dba-no-dc", "base"]
+    named = [plots.method_color(n) for n in METHODS if n != "mixture"]
+    assert len(set(named)) == len(named), "every method of the table has a colour of its own"
     assert plots.method_color("mixture-0.75") == plots.method_color("mixture (r=0.75)") != plots.method_color("mixture-0.25")
     assert plots.run_label({"label": "mine", "config": {"method": "dba"}}) == "mine"
     proj = synthetic_run("dba")
     proj["config"]["dba"]["boost"]["mode"] = "projection"
-    assert plots.run_label(proj) == "projection"
+    assert plots.run_label(proj) == "dba-projection"
+    with pytest.raises(DBAError, match="read the run folder first"):
+        plots.scores_over_steps("runs/some-run")
     # two seeds of one method stay apart in the legend
     twins = plots._as_runs([synthetic_run("direct", seed=1), synthetic_run("direct", seed=2)])
     assert [r["_label"] for r in twins] == ["direct seed 1", "direct seed 2"]

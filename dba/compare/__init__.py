@@ -1,0 +1,43 @@
+"""``dba compare``: the forgetting experiment — direct, a mixture ratio sweep, DBA, its ablations and variants (the
+methods of :data:`dba.methods.METHODS`), on the same base model, domain data, seed and budget, all DBA runs sharing
+ONE global gradient ĝ_G estimated once.
+
+Three rooms: :mod:`.plan` (which runs, each one's config), :mod:`.run` (:func:`compare` runs them),
+:mod:`.report` (cost.json, results.csv, plots, summary.md). :func:`compare` writes an output folder:
+
+- ``anchor.safetensors``   — ĝ_G, estimated once at the start (or the file given as ``run.anchor``) and passed,
+  loaded, to every run that needs it (``finetune(..., anchor=g)``), for every domain;
+- ``base.json``            — the base model's scores, measured ONCE per domain (general set once);
+- ``runs/<label>/``        — one run folder per run (``runs/<domain>/<label>/`` when several domains are compared),
+  written by :func:`dba.train.finetune`; the shared base evaluation is written into each run's ``metrics.jsonl``
+  as its step-0 record (marked ``"shared": true``) and the final evaluation as its last record, so each folder
+  reads like a stand-alone run;
+- ``results.csv``          — one row per run plus a ``base`` row per domain (see :data:`RESULT_COLUMNS`);
+- ``cost.json``            — the cost accounting (see :func:`cost_accounting`);
+- ``<domain>_*.png``, ``anchor_spectrum.png`` — plots from :mod:`dba.plots`;
+- ``summary.md``           — the results table and the cost lines;
+- ``compare.json``         — the :class:`~dba.config.CompareConfig` and the run list (for ``resume``).
+
+The configs (:class:`~dba.config.CompareConfig`, the ``quick`` preset ...) live in :mod:`dba.config`; the command
+line in :mod:`dba.cli.compare`.
+"""
+from ..config import DEFAULT_RATIOS, CompareConfig, preset
+from ..runs import load_runs
+from .plan import DBA_FAMILY, DEFAULT_METHODS, METHODS, RunSpec, domain_key, plan_runs, selected_methods, validate
+from .report import RESULT_COLUMNS, cost_accounting, cost_lines, results_csv, run_cost
+from .run import CompareResult, compare
+
+
+def _quick_dict() -> dict:
+    run = preset("quick").run
+    return {"steps": run.steps, "batch_size": run.batch_size, "eval_items": run.eval_items,
+            "eval_every": run.eval_every, "anchor_batches": run.anchor_batches, "lora_rank": run.lora.rank}
+
+
+QUICK = _quick_dict()
+"""Read-only summary of ``dba.config.preset("quick")`` for older notebooks; build configs with
+``preset("quick").compare_config(...)`` instead."""
+
+__all__ = ["CompareConfig", "CompareResult", "DBA_FAMILY", "DEFAULT_METHODS", "DEFAULT_RATIOS", "METHODS", "QUICK", "RESULT_COLUMNS",
+           "RunSpec", "compare", "cost_accounting", "cost_lines", "domain_key", "load_runs", "plan_runs",
+           "results_csv", "run_cost", "selected_methods", "validate"]
