@@ -160,6 +160,7 @@ def prepare_default_in_background() -> threading.Thread | None:
     """Convert the embedded default model in a background thread (a server calls this at start-up, so its first
     visitor does not wait); a ``load_model("default")`` meanwhile waits for it instead of converting again. Returns
     the thread, or None when there is nothing to do (converted already, or the package is missing: loading says so)."""
+    importlib.invalidate_caches()  # the package may have been installed a moment ago (app.py on a Space)
     if (cache_dir() / "models" / DEFAULT_MODEL_NAME / "config.json").exists() \
             or importlib.util.find_spec(DEFAULT_GGUF_PACKAGE) is None:
         return None
