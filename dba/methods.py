@@ -40,7 +40,8 @@ class Method:
     needs_general_data: bool
     """Trains on general examples itself (the mixture); the anchor's own general pass is ``needs_anchor``."""
     configure: Callable[["DBAConfig"], None]
-    """Edits a *copy* of the base optimiser config into this method's config (see :meth:`optimizer_config`)."""
+    """Edits a *copy* of the base optimiser config into this method's config (see :meth:`optimizer_config`); usually
+    a :class:`Changes` (``changes(boost__mode="update")``), any callable works."""
     run_as: Literal["dba", "direct", "mixture"] = "dba"
     """The training loop this method runs in (:class:`dba.train.FinetuneConfig` ``method``); ``dba`` loads the
     anchor."""
@@ -58,109 +59,77 @@ class Method:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# What each method changes in the base config (small named functions, so the table below reads as a table)
+# What each method changes in the base config
 
 
-def _nothing(cfg) -> None:
-    pass
+@dataclass(frozen=True)
+class Changes:
+    """A method's changes to the base config, ``section.field -> value`` (applied to a copy by
+    :meth:`Method.optimizer_config`); printed as ``boost.mode='update'``."""
+
+    items: tuple[tuple[str, object], ...] = ()
+
+    def __call__(self, cfg) -> None:
+        for path, value in self.items:
+            section, name = path.split(".")
+            target = getattr(cfg, section)
+            if not hasattr(target, name):   # a typo would otherwise add an attribute nobody reads
+                raise DBAError(f"Method config change {path!r}: {type(target).__name__} has no field {name!r}.")
+            setattr(target, name, value)
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.items) or "—"
 
 
-def _no_boost_no_correction(cfg) -> None:
-    cfg.boost.enabled = False
-    cfg.correction.enabled = False
+def changes(**kw) -> Changes:
+    """``changes(boost__mode="update")`` -> Changes((("boost.mode", "update"),))."""
+    return Changes(tuple((k.replace("__", "."), v) for k, v in kw.items()))
 
 
-def _no_ggb(cfg) -> None:
-    cfg.boost.enabled = False
-
-
-def _no_dc(cfg) -> None:
-    cfg.correction.enabled = False
-
-
-def _no_al(cfg) -> None:
-    cfg.anneal.enabled = False
-
-
-def _projection(cfg) -> None:
-    cfg.boost.mode = "projection"
-
-
-def _relative(cfg) -> None:
-    cfg.boost.scale = "relative"
-
-
-def _clip_consistent(cfg) -> None:
-    cfg.boost.clip = "anchor"
-
-
-def _update_space(cfg) -> None:
-    cfg.boost.mode = "update"
-
+NO_ANCHOR_TERMS = dict(boost__enabled=False, correction__enabled=False)
+"""No boost and no correction: the optimiser of direct, mixture and the penalty baselines."""
 
 BUDGET = 0.05
 """``dba-budget``'s budget: 0.05 nats of linearised general-loss decrease. Not tuned (a starting point)."""
 
 
-def _budget(cfg) -> None:
-    cfg.boost.budget = BUDGET
-
-
-def _update_projection(cfg) -> None:
-    cfg.boost.mode = "update-projection"
-
-
-def _conservative(cfg) -> None:
-    cfg.correction.function = "conservative"
-
-
-def _ewc(cfg) -> None:
-    _no_boost_no_correction(cfg)
-    cfg.penalty.kind = "ewc"
-
-
-def _l2sp(cfg) -> None:
-    _no_boost_no_correction(cfg)
-    cfg.penalty.kind = "l2sp"
-
-
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("direct", "direct", "fine-tune on domain data only, same annealed schedule, no anchor",
-           needs_anchor=False, needs_general_data=False, configure=_no_boost_no_correction, run_as="direct",
+           needs_anchor=False, needs_general_data=False, configure=changes(**NO_ANCHOR_TERMS), run_as="direct",
            origin="baseline"),
     Method("mixture", "mixture", "domain batches with a share r of general examples (one run per ratio), no anchor",
-           needs_anchor=False, needs_general_data=True, configure=_no_boost_no_correction, run_as="mixture",
+           needs_anchor=False, needs_general_data=True, configure=changes(**NO_ANCHOR_TERMS), run_as="mixture",
            origin="baseline"),
     Method("dba", "dba", "DBA as reconstructed from the paper: convex boost γ·ĝ+(1−γ)·g_D, DC λ=1+β(1−ρ)/2, cosine AL",
-           needs_anchor=True, needs_general_data=False, configure=_nothing, origin="reconstructed"),
+           needs_anchor=True, needs_general_data=False, configure=changes(), origin="reconstructed"),
     Method("dba-no-ggb", "dba", "ablation: DBA without the global-gradient boost (γ = 0)",
-           needs_anchor=True, needs_general_data=False, configure=_no_ggb, origin="ablation"),
+           needs_anchor=True, needs_general_data=False, configure=changes(boost__enabled=False), origin="ablation"),
     Method("dba-no-dc", "dba", "ablation: DBA without dynamic correction (λ = 1)",
-           needs_anchor=True, needs_general_data=False, configure=_no_dc, origin="ablation"),
+           needs_anchor=True, needs_general_data=False, configure=changes(correction__enabled=False), origin="ablation"),
     Method("dba-no-al", "dba", "ablation: DBA without annealing (lr = η_0 throughout)",
-           needs_anchor=True, needs_general_data=False, configure=_no_al, origin="ablation"),
+           needs_anchor=True, needs_general_data=False, configure=changes(anneal__enabled=False), origin="ablation"),
     Method("dba-projection", "dba", "variant: A-GEM projection of g_D off −ĝ when they conflict (never pushes along ĝ)",
-           needs_anchor=True, needs_general_data=False, configure=_projection),
+           needs_anchor=True, needs_general_data=False, configure=changes(boost__mode="projection")),
     Method("dba-relative", "dba", "variant: ĝ rescaled to ‖g_D‖ each step before the convex boost",
-           needs_anchor=True, needs_general_data=False, configure=_relative),
+           needs_anchor=True, needs_general_data=False, configure=changes(boost__scale="relative")),
     Method("dba-paper", "dba", "the paper's DBA as reconstructed here (today identical to `dba`; kept when the "
-           "default changes)", needs_anchor=True, needs_general_data=False, configure=_nothing, origin="reconstructed"),
+           "default changes)", needs_anchor=True, needs_general_data=False, configure=changes(), origin="reconstructed"),
     Method("dba-clip", "dba", "variant: ĝ scaled by the factor the loop's clipping applied to g_D (clip-consistent "
-           "boost)", needs_anchor=True, needs_general_data=False, configure=_clip_consistent),
+           "boost)", needs_anchor=True, needs_general_data=False, configure=changes(boost__clip="anchor")),
     Method("dba-update", "dba", "variant: boost in update space — Adam's moments from g_D only, γ·ĝ/(√v̂+ε) added to "
-           "the update", needs_anchor=True, needs_general_data=False, configure=_update_space),
+           "the update", needs_anchor=True, needs_general_data=False, configure=changes(boost__mode="update")),
     Method("dba-budget", "dba", f"variant: boost stops once the linearised general gain ⟨ĝ, θ_0 − θ_t⟩ reaches "
-           f"{BUDGET:g} nats", needs_anchor=True, needs_general_data=False, configure=_budget),
+           f"{BUDGET:g} nats", needs_anchor=True, needs_general_data=False, configure=changes(boost__budget=BUDGET)),
     Method("dba-update-projection", "dba", "variant: A-GEM on Adam's update — its component along ĝ removed when "
-           "it raises the general loss", needs_anchor=True, needs_general_data=False, configure=_update_projection),
+           "it raises the general loss", needs_anchor=True, needs_general_data=False, configure=changes(boost__mode="update-projection")),
     Method("dba-conservative", "dba", "variant: DC shrinks the step on conflict, λ = 1 − β(1−ρ)/4",
-           needs_anchor=True, needs_general_data=False, configure=_conservative),
+           needs_anchor=True, needs_general_data=False, configure=changes(correction__function="conservative")),
     Method("ewc", "baseline", "EWC: + λ·F⊙(θ−θ_0), diagonal Fisher from the anchor pass (no boost)",
-           needs_anchor=True, needs_general_data=False, configure=_ewc, origin="baseline"),
+           needs_anchor=True, needs_general_data=False, configure=changes(**NO_ANCHOR_TERMS, penalty__kind="ewc"), origin="baseline"),
     Method("l2sp", "baseline", "L2-SP: + α·(θ−θ_0), a pull towards the start (no anchor)",
-           needs_anchor=False, needs_general_data=False, configure=_l2sp, run_as="direct", origin="baseline"),
+           needs_anchor=False, needs_general_data=False, configure=changes(**NO_ANCHOR_TERMS, penalty__kind="l2sp"), run_as="direct", origin="baseline"),
     Method("wiseft", "baseline", "WiSE-FT: interpolate base and tuned weights of a finished run (α = 0.25, 0.5, "
-           "0.75), no training", needs_anchor=False, needs_general_data=False, configure=_nothing, run_as="direct",
+           "0.75), no training", needs_anchor=False, needs_general_data=False, configure=changes(), run_as="direct",
            trains=False, origin="baseline"),
 )}
 """Every method, in the order listings, plans and plots use."""
@@ -218,8 +187,8 @@ def chain(name: str, base: "DBAConfig | None" = None) -> str:
 
 def chain_table() -> str:
     """The method → chain table (markdown), for docs and closing notes."""
-    rows = ["| method | kind | chain |", "|---|---|---|"]
-    rows += [f"| `{n}` | {m.kind} | {chain(n)} |" for n, m in METHODS.items()]
+    rows = ["| method | kind | config changes | chain |", "|---|---|---|---|"]
+    rows += [f"| `{n}` | {m.kind} | {m.configure} | {chain(n)} |" for n, m in METHODS.items()]
     return "\n".join(rows)
 
 
