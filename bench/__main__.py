@@ -17,6 +17,11 @@ import time
 
 import torch
 
+from dba.config import FinetuneConfig
+
+RUN = FinetuneConfig()
+"""Defaults of the sizes below come from the library's run config (dba.config), not retyped here."""
+
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
@@ -26,18 +31,20 @@ def parse(argv=None) -> argparse.Namespace:
                         "any name dba.models.load_model accepts; repeat for several (default: default)")
     p.add_argument("--sections", default="abcde", help="which sections to run, e.g. 'ac' (default: abcde)")
     p.add_argument("--quantization", default="4bit", choices=["none", "4bit", "8bit"], help="4bit = QLoRA")
-    p.add_argument("--lora-rank", type=int, default=16)
+    p.add_argument("--lora-rank", type=int, default=RUN.lora.rank, help=f"(default: {RUN.lora.rank}; α = 2 × rank)")
     p.add_argument("--seq", type=int, default=None,
                    help="max tokens per example (bundled corpora) or exact length (random-init models; default 512)")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=RUN.batch_size, help=f"(default: {RUN.batch_size})")
     p.add_argument("--device", default="auto")
     p.add_argument("--repeats", type=int, default=5, help="timed steps per method (a)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per method first (a)")
-    p.add_argument("--anchor-batches", type=int, default=16, help="general batches for the anchor (c, b)")
+    p.add_argument("--anchor-batches", type=int, default=RUN.anchor_batches,
+                   help=f"general batches for the anchor (c, b) (default: {RUN.anchor_batches})")
     p.add_argument("--anchor", choices=["dense", "streaming"], default="dense",
                    help="dense estimate + SVD (library default) or the streaming sketch")
     p.add_argument("--rank", type=int, default=None, help="anchor rank (streaming: the sketch's rank r)")
-    p.add_argument("--energy", type=float, default=0.9, help="energy the anchor keeps (None with --energy -1)")
+    p.add_argument("--energy", type=float, default=RUN.anchor_energy,
+                   help=f"energy the anchor keeps (default: {RUN.anchor_energy}; None with --energy -1)")
     p.add_argument("--oversample", type=int, default=None,
                    help="streaming oversampling p (default: the library's, dba.streaming.DEFAULT_OVERSAMPLE)")
     p.add_argument("--memory-steps", type=int, default=3, help="steps per method for peak memory (d)")

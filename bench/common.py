@@ -19,8 +19,13 @@ from typing import Callable
 
 import torch
 
+from dba.config import ANCHOR_SEED_OFFSET, FinetuneConfig, LoraSettings
 from dba.io import atomic_dir
-from dba.models import LoadedModel, LoraSettings, cache_dir, load_model
+from dba.models import LoadedModel, cache_dir, load_model
+
+RUN = FinetuneConfig()
+"""The library's defaults (:mod:`dba.config`): a benchmark's LoRA rank, batch, anchor batches and energy unless
+given."""
 
 # --------------------------------------------------------------------------------------------------------------------
 # Models
@@ -115,7 +120,7 @@ class BenchModel:
         plan = batch_plan(len(corpus), self.batch, n, seed)
         return [collate([corpus.examples[i] for i in idx], self.lm.tokenizer.pad_token_id) for idx in plan]
 
-    def general_batches(self, n: int, seed: int = 7919) -> list[dict]:
+    def general_batches(self, n: int, seed: int = ANCHOR_SEED_OFFSET) -> list[dict]:
         """Batches for the anchor (and for the plain epoch it is compared with)."""
         return self._corpus("general", n, seed) if self.real_data else self._random(n, seed)
 
@@ -132,14 +137,14 @@ class BenchModel:
                 f"{'bundled corpora' if self.real_data else 'random tokens'}")
 
 
-def build(spec: str, *, quantization: str = "4bit", lora_rank: int = 16, device: str = "auto", seq: int | None = None,
-          batch: int = 8, dtype: str | None = None) -> BenchModel:
+def build(spec: str, *, quantization: str = "4bit", lora_rank: int = RUN.lora.rank, device: str = "auto",
+          seq: int | None = None, batch: int = RUN.batch_size, dtype: str | None = None) -> BenchModel:
     """Load ``spec`` ("default", "tiny", a preset name, or any name load_model understands) with LoRA."""
     t0 = time.perf_counter()
     real = spec in ("default", "tiny") or not spec.startswith("llama-")
     name = str(random_llama_checkpoint(spec)) if spec in PRESETS else spec
     torch.manual_seed(0)
-    lm = load_model(name, quantization=quantization, lora=LoraSettings(rank=lora_rank, alpha=2.0 * lora_rank),
+    lm = load_model(name, quantization=quantization, lora=LoraSettings(rank=lora_rank),  # α = 2 × rank
                     device=device, dtype=dtype)
     lm.model.train()
     seq = seq or (256 if real else 512)

@@ -19,16 +19,19 @@ from pathlib import Path
 
 import torch
 
-from dba import LoraSettings
-from dba.data import batch_plan, bundled_path, collate, load_corpus, load_mc
-from dba.global_gradient import GlobalGradient, estimate_global_gradient
+from dba.anchor import estimate_from_corpus
+from dba.config import AnnealConfig, BoostConfig, CorrectionConfig, DBAConfig, LoraSettings, preset
+from dba.data import bundled_path, load_mc
+from dba.global_gradient import GlobalGradient
 from dba.models import load_model
-from dba.optim import AnnealConfig, BoostConfig, CorrectionConfig, DBAConfig
 from dba.scores import combine, harmonic_mean, score_generation, score_mc_loglik
-from dba.train import FinetuneConfig, finetune
+from dba.train import finetune
+
+BASE = preset("full").run
+"""Every run starts from the ``full`` preset (dba.config); the options below change it."""
 
 
-def dba_cfg(lr, k0=None, k0_max=0.1, dc="paper", dc_on=True, boost_on=True, mode="convex", scale="raw",
+def dba_cfg(lr, k0=None, k0_max=BoostConfig().k0_max, dc="paper", dc_on=True, boost_on=True, mode="convex", scale="raw",
             anneal_on=True):
     return DBAConfig(boost=BoostConfig(enabled=boost_on, k0=k0, k0_max=k0_max, mode=mode, scale=scale),
                      correction=CorrectionConfig(enabled=dc_on, function=dc),
@@ -81,13 +84,15 @@ def main() -> None:
     ap.add_argument("--plan", default="lr", choices=["lr", "k0", "variants", "full"])
     ap.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3", help="η_0 values (k0/variants use the last two)")
     ap.add_argument("--domain", default="finance")
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-length", type=int, default=256)
-    ap.add_argument("--lora-rank", type=int, default=16)
-    ap.add_argument("--anchor-batches", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default=BASE.model)
+    ap.add_argument("--steps", type=int, default=BASE.steps)
+    ap.add_argument("--batch-size", type=int, default=BASE.batch_size)
+    ap.add_argument("--max-length", type=int, default=BASE.max_length)
+    ap.add_argument("--lora-rank", type=int, default=BASE.lora.rank, help="α = 2 × rank")
+    ap.add_argument("--anchor-batches", type=int, default=32,
+                    help="the sweep of docs/defaults.md averaged 32 general batches (a run's default is "
+                         f"{BASE.anchor_batches})")
+    ap.add_argument("--seed", type=int, default=BASE.seed)
     ap.add_argument("--general-eval", default=None, help="general MC eval file (default: bundled)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="float32", help="float32 everywhere, so GPU and CPU runs agree")
@@ -96,22 +101,21 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lora = LoraSettings(rank=args.lora_rank, alpha=2 * args.lora_rank)
+    run = BASE.replace(model=args.model, lora=LoraSettings(rank=args.lora_rank), domain=args.domain,
+                       steps=args.steps, batch_size=args.batch_size, seed=args.seed, max_length=args.max_length,
+                       anchor_batches=args.anchor_batches, evaluate_at_end=False, device=args.device,
+                       dtype=args.dtype)
     gen_items = load_mc(args.general_eval or bundled_path("general", "eval"))
     dom_items = load_mc(bundled_path(args.domain, "eval"))
     if args.max_items:
         gen_items, dom_items = gen_items[:args.max_items], dom_items[:args.max_items]
 
-    lm = load_model(args.model, lora=lora, device=args.device, dtype=args.dtype)
+    lm = load_model(run.model, lora=run.lora, device=run.device, dtype=run.dtype)
     anchor_path = out / "anchor.safetensors"
     if anchor_path.exists():
         anchor = GlobalGradient.load(anchor_path, lm.model)
     else:
-        general = load_corpus(bundled_path("general"), lm.tokenizer, args.max_length)
-        bp = batch_plan(len(general), args.batch_size, args.anchor_batches, args.seed + 7919)
-        batches = (collate([general.examples[i] for i in idx], lm.tokenizer.pad_token_id) for idx in bp)
-        anchor = estimate_global_gradient(lm.model, batches, base_model_id=args.model, corpus_name=general.name,
-                                          corpus_hash=general.content_hash, progress=False)
+        anchor = estimate_from_corpus(lm, run.anchor_config(), progress=False)
         anchor.save(anchor_path)
     print("anchor", json.dumps(anchor.summary()), flush=True)
     base = {"general": score_items(lm.model, lm.tokenizer, gen_items),
@@ -121,14 +125,9 @@ def main() -> None:
 
     rows = []
     for label, method, over in plan(args.plan, [float(x) for x in args.lrs.split(",")]):
-        kw = dict(method=method, model=args.model, lora=lora, domain=args.domain, steps=args.steps,
-                  batch_size=args.batch_size, seed=args.seed, max_length=args.max_length, evaluate_at_end=False,
-                  output_dir=str(out / label.replace(" ", "_").replace("=", "")), device=args.device,
-                  dtype=args.dtype)
-        kw.update(over)
+        cfg = run.replace(method=method, output_dir=str(out / label.replace(" ", "_").replace("=", "")), **over)
         t0 = time.time()
-        r = finetune(FinetuneConfig(**kw), anchor=anchor if method == "dba" else None, progress=False,
-                     keep_model=True)
+        r = finetune(cfg.resolved(), anchor=anchor if method == "dba" else None, progress=False, keep_model=True)
         m, tok = r.loaded.model, r.loaded.tokenizer
         res = {"general": score_items(m, tok, gen_items), "domain": score_items(m, tok, dom_items)}
         per_item[label] = res
