@@ -6,6 +6,7 @@ so the test does not depend on which kernel specs the machine has installed.
 """
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -36,6 +37,23 @@ def test_notebook_is_saved_without_outputs_and_has_the_parts_a_tutorial_needs(pa
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()
     assert "what you will learn" in text and "exercises" in text
     assert 'os.environ.get("DBA_FAST"' in code[0].source, "the first cell must be the setup cell with the FAST switch"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_opens_in_colab_and_shares_one_setup_helper(path):
+    nb = nbformat.read(path, as_version=4)
+    intro = nb.cells[0].source
+    badge = re.search(r"\(https://colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)/blob/main/notebooks/"
+                      + re.escape(path.name) + r"\)", intro)
+    assert badge and "colab-badge.svg" in intro, "no Colab badge opening this notebook"
+    setup = [c for c in nb.cells if c.cell_type == "code"][0].source
+    assert f"git clone -q --depth 1 https://github.com/{badge.group(1)} /content/dba-studio" in setup, \
+        "the clone line names another repository than the badge (python -m dba.tutorial set-repo OWNER/NAME)"
+    assert f'setup("{path.name[:2]}", fast=FAST)' in setup and "from dba.tutorial import setup" in setup
+    assert len(setup.splitlines()) <= 16, "the setup cell is a few lines; what it does belongs in dba/tutorial.py"
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "progress=False" not in code, "every long cell shows a progress bar"
+    assert "alpha=" not in code, "LoRA alpha: the library's default (2 x rank)"
 
 
 @pytest.fixture(scope="module")
