@@ -114,47 +114,34 @@ def run_model(spec: str, args, save=lambda info: None) -> tuple[str, dict]:
     cuda = bm.device.type == "cuda"
     in_process = cuda or args.memory_in_process
 
+    def emit(key: str, text: str, value) -> None:
+        """One section's table: kept, printed, and saved with its numbers at once."""
+        info[key] = value
+        out.append(text)
+        print(text, flush=True)
+        save(info)
+
     anchor, anchor_info = None, {}
     if sec & set("abc") or ("d" in sec and not in_process):
         text, anchor, anchor_info = anchor_time.run(bm, args, with_epoch="c" in sec)
         info["c"] = anchor_info
         if "c" in sec:
-            out.append(text)
-            print(text, flush=True)
-            save(info)
+            emit("c", text, anchor_info)
     if "d" in sec and not in_process:
-        text, info["d"] = memory.run_workers(args, anchor_info["anchor_kind"])
-        out.append(text)
-        print(text, flush=True)
-        save(info)
+        emit("d", *memory.run_workers(args, anchor_info["anchor_kind"]))
     if "a" in sec:
-        text, info["a"] = step_time.run(bm, anchor, args)
-        out.append(text)
-        print(text, flush=True)
-        save(info)
+        emit("a", *step_time.run(bm, anchor, args))
     if "d" in sec and in_process:
         if anchor is not None:
             anchor.to("cpu")  # off the device, so the phases below measure only what they hold
         free()
-        text, info["d"] = memory.run_in_process(bm, args)
-        out.append(text)
-        print(text, flush=True)
-        save(info)
+        emit("d", *memory.run_in_process(bm, args))
     if "b" in sec:
-        text, info["b"] = anchor_size.run(spec, anchor, anchor_info)
-        out.append(text)
-        print(text, flush=True)
-        save(info)
+        emit("b", *anchor_size.run(spec, anchor, anchor_info))
     if "e" in sec:
-        text, info["e_memory"] = streaming.memory_table(args.oversample)
-        out.append(text)
-        print(text, flush=True)
-        save(info)
+        emit("e_memory", *streaming.memory_table(args.oversample))
         if bm.real_data or spec in ("llama-micro", "llama-small"):
-            text, info["e_accuracy"] = streaming.accuracy_table(bm, args)
-            out.append(text)
-            print(text, flush=True)
-            save(info)
+            emit("e_accuracy", *streaming.accuracy_table(bm, args))
     info["seconds"] = time.perf_counter() - t0
     del bm, anchor
     free()
