@@ -463,8 +463,9 @@ class FinetuneConfig(ConfigBase):
     checkpoint_minutes: float = 10.0
     """Save a resumable checkpoint when this many minutes have passed since the last one (0 = off). Ctrl-C, SIGTERM
     and cancel always save one, and so does the end of training (weights only, until the result is saved). One
-    checkpoint is kept: the trainable weights and two Adam moments, i.e. 3× the trainable floats (a few MB for
-    LoRA; ~1.6 GB for a full fine-tune of the 135M default), replaced atomically."""
+    checkpoint is kept: the trainable weights and two Adam moments, i.e. 3× the trainable floats, replaced
+    atomically (measured on CPU: 59 MB in 0.5 s for the default model's LoRA; 1.6 GB in 17 s for its full fine-tune,
+    about 3% of 10 minutes)."""
     collapse_guard: bool = True
     """Stop a collapsed run with status ``diverged``: loss exactly unchanged or gradients exactly zero for
     ``guard_window`` steps, mean loss rising ``guard_loss_rise``× over the start, or weights non-finite or grown
