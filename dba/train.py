@@ -771,6 +771,9 @@ def _save_checkpoint(ckpt: Path, model, opt: DBAOptimizer, step: int, *, tokens:
                     else:
                         scalars[f"{idx}.{key}"] = val
         tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from these
+            for i, st in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng.cuda.{i}"] = st
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         atomic_write_json(tmp / "state.json", {"step": step, "tokens": tokens, "final": final, "param_groups": groups,
                                                "scalars": scalars, "py_rng": random.getstate()})
@@ -787,6 +790,10 @@ def _load_checkpoint(ckpt: Path, model, opt: DBAOptimizer) -> dict:
     meta = json.loads((ckpt / "state.json").read_text())
     tensors = load_file(str(ckpt / "optimizer.safetensors"))
     torch.set_rng_state(tensors.pop("rng.torch"))
+    cuda = [tensors.pop(k) for k in sorted((k for k in list(tensors) if k.startswith("rng.cuda.")),
+                                           key=lambda k: int(k.rsplit(".", 1)[1]))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
     if not meta.get("final"):
         state: dict[int, dict] = {}
         for key, val in list(tensors.items()) + list(meta["scalars"].items()):
