@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import LoraSettings
+from ..config import FinetuneConfig, LoraSettings
 from ..errors import DBAError
 from ..runs import is_adapter_folder, is_run_folder, load_trained
 from ..scores_cli import evaluate_sets, format_table, resolve_eval_sets
@@ -81,9 +81,9 @@ def add_command(sub) -> None:
                    help="a bundled domain eval set (finance, medicine, law, news_qa); repeatable")
     d.add_argument("--general", action="store_true", help="the bundled general eval set")
     o = p.add_argument_group("scoring")
-    o.add_argument("--scorer", choices=["mean", "loglik", "gen"], default="mean",
+    o.add_argument("--scorer", choices=["mean", "loglik", "gen"], default=FinetuneConfig().eval_scorer,
                    help="how each set's score combines log-likelihood and generation accuracy")
-    o.add_argument("--max-items", type=int, default=None, help="score only the first N items of each file")
+    o.add_argument("--max-items", type=int, default=None, help="score only the first N items of each file (0 = all)")
     o.add_argument("--batch-size", type=int, default=16)
     o.add_argument("--max-new-tokens", type=int, default=32, help="reply length for the generation scorer")
     o.add_argument("--json", action="store_true", help="print JSON instead of a table")
