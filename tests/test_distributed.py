@@ -1,8 +1,12 @@
-"""DBA under data parallelism through Accelerate: 2 CPU processes (gloo) against one process on the same global batch,
-and clear errors for the layouts DBA does not support (FSDP, DeepSpeed, Megatron-LM)."""
+"""DBA under data parallelism through Accelerate: 2 CPU processes (gloo), started by `accelerate launch` as a user
+would, against one process on the same global batch; torchrun starts N processes too; and clear errors for the
+layouts DBA does not support (FSDP, DeepSpeed, Megatron-LM)."""
 import json
 import os
-import tempfile
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +17,7 @@ from dba.errors import DBAError
 from dba.global_gradient import estimate_global_gradient
 from dba.optim import AnnealConfig, BoostConfig, DBAConfig, DBAOptimizer
 
+WORKER = Path(__file__).with_name("distributed_worker.py")
 WORLD = 2
 PER_RANK = 2        # sequences per rank per batch; the global batch is WORLD × PER_RANK
 STEPS = 3
@@ -75,21 +80,27 @@ def run(index, world, out_dir, accelerator=None):
                    "type": type(wrapped).__name__}, f)
 
 
-def _worker(index, world, rdv_file, out_dir):
-    # what `accelerate launch --cpu --num_processes 2` sets up, with a file rendezvous (no TCP port to collide on)
-    os.environ.update(WORLD_SIZE=str(world), RANK=str(index), LOCAL_RANK=str(index), LOCAL_WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", OMP_NUM_THREADS="1")
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=index, world_size=world,
-                                         store=torch.distributed.FileStore(rdv_file, world))
-    from accelerate import Accelerator
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    accelerator = Accelerator(cpu=True)
-    assert accelerator.num_processes == world and accelerator.process_index == index
-    try:
-        run(index, world, out_dir, accelerator)
-    finally:
-        torch.distributed.destroy_process_group()
+
+def launch(launcher: str, out_dir, world: int = WORLD) -> subprocess.CompletedProcess:
+    """Start ``world`` CPU processes of tests/distributed_worker.py through a real launcher (the commands of
+    docs/scaling.md). ``accelerate launch --cpu`` would start ONE process: --cpu selects accelerate's single-process
+    launcher; --multi_gpu selects torchrun's, and ACCELERATE_USE_CPU=1 makes Accelerator() a MULTI_CPU (gloo) run."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "HF_HOME": str(Path(out_dir) / "hf_home")}  # no user accelerate config file may change the launch
+    script = [str(WORKER), str(out_dir)]
+    if launcher == "accelerate":
+        cmd = [str(bin_dir / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(world),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port())] + script
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(world)] + script
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def _load(out_dir, index, world):
@@ -101,10 +112,10 @@ def _load(out_dir, index, world):
 
 
 def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path):
-    import torch.multiprocessing as mp
-
-    rdv = tempfile.NamedTemporaryFile(dir=tmp_path, delete=False).name
-    mp.start_processes(_worker, args=(WORLD, rdv, str(tmp_path)), nprocs=WORLD, start_method="spawn", join=True)
+    done = launch("accelerate", tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    started = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
+    assert started == [f"rank {i} of {WORLD}: DistributedType.MULTI_CPU, backend gloo" for i in range(WORLD)]
     run(0, 1, str(tmp_path))
 
     single, s_info = _load(tmp_path, 0, 1)
@@ -138,6 +149,25 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path):
                 assert a[k] == b[k]
             for k in ("rho", "lam", "grad_norm", "anchor_norm"):
                 assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-7), k
+
+
+PROBE = """
+import torch
+from accelerate import Accelerator
+a = Accelerator()
+print(f"rank {a.process_index} of {a.num_processes}: {a.distributed_type}", flush=True)
+"""
+
+
+def test_torchrun_starts_n_cpu_processes(tmp_path, monkeypatch):
+    # the other documented command, with a probe only (`accelerate launch` runs the full comparison above)
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    monkeypatch.setattr(sys.modules[__name__], "WORKER", probe)
+    done = launch("torchrun", tmp_path, world=3)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(line for line in done.stdout.splitlines() if line.startswith("rank ")) == \
+        [f"rank {i} of 3: DistributedType.MULTI_CPU" for i in range(3)]
 
 
 # ------------------------------------------------------------------------------------------------ unsupported layouts
