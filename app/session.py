@@ -27,7 +27,7 @@ from pathlib import Path
 from dba.errors import DBAError
 from dba.models import LoraSettings
 
-from .settings import StudioSettings
+from .settings import StudioSettings, lora_rank_of
 
 _TMP_ROOT = Path(tempfile.mkdtemp(prefix="dba-studio-"))
 """Parent of every session's private temp folder (uploads, exports). Gradio never serves it: it is neither in
@@ -84,8 +84,8 @@ class ModelChoice:
     device: str = "auto"
 
     def lora(self) -> LoraSettings | None:
-        # alpha = 2 x rank, as the CLI does: the adapter's scale alpha/r stays 2 whatever the rank.
-        return LoraSettings(rank=self.lora_rank, alpha=2.0 * self.lora_rank) if self.lora_rank > 0 else None
+        """The library's LoRA settings at this rank (α left to the library: None = 2 × rank); None = full FT."""
+        return LoraSettings(rank=self.lora_rank) if self.lora_rank > 0 else None
 
     def check(self) -> None:
         if self.quantization not in ("none", "4bit", "8bit"):
@@ -226,7 +226,7 @@ class Sessions:
             if ws is None:
                 s = self.settings
                 ws = Workspace(id=sid, folder=self.keys.folder(sid), settings=s, tmp_root=self.tmp_root,
-                               model=ModelChoice(name=s.model, lora_rank=s.preset.lora_rank, device=s.device))
+                               model=ModelChoice(name=s.model, lora_rank=lora_rank_of(s.preset), device=s.device))
                 self._ws[sid] = ws
             ws.last_seen = time.time()
             return ws

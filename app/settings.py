@@ -2,9 +2,10 @@
 
 | variable                        | default          | what it sets                                                   |
 |---------------------------------|------------------|----------------------------------------------------------------|
-| ``DBA_STUDIO_MODEL``            | ``default``      | the model the page starts with ("tiny" in tests)               |
-| ``DBA_STUDIO_PRESET``           | ``quick``        | size of the teaching preset and of the start values: ``quick``|
-|                                 |                  | (about 12 min on 2 CPU cores) or ``smoke`` (seconds, tests)    |
+| ``DBA_STUDIO_MODEL``            | the preset's     | the model the page starts with (``default`` = the embedded one;|
+|                                 | (``default``)    | the ``smoke`` preset's is ``tiny``)                            |
+| ``DBA_STUDIO_PRESET``           | ``quick``        | the lesson's sizes and the forms' start values: a preset of   |
+|                                 |                  | :mod:`dba.config` (``smoke``, ``quick``, ``lesson``, ``study``)|
 | ``DBA_STUDIO_HOST``             | ``127.0.0.1``    | the address to listen on (``0.0.0.0`` on a Space or a LAN)     |
 | ``DBA_STUDIO_PORT``             | ``7860``         | the port (``GRADIO_SERVER_PORT`` is honoured too)              |
 | ``DBA_STUDIO_RUNS``             | ``runs/studio``  | where the sessions' run, anchor and compare folders are written|
@@ -42,60 +43,26 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dba.config import PRESET_NAMES as LIBRARY_PRESETS
+from dba.config import Preset, preset
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-
-@dataclass(frozen=True)
-class Preset:
-    """Sizes of a run started from the teaching preset (and the start values of the forms)."""
-
-    steps: int
-    """Optimiser steps of each fine-tune."""
-    batch_size: int
-    """Examples per batch."""
-    anchor_batches: int
-    """General batches averaged into the global gradient."""
-    eval_items: int
-    """Items of each eval set scored before and after a run."""
-    lora_rank: int
-    """LoRA rank of the adapter."""
-    max_length: int = 256
-    """Longest example in tokens."""
-    eval_scorer: str = "mean"
-    """How S_G / S_D are scored: "mean" (log-likelihood and generation), "loglik" (faster) or "gen"."""
-    eval_every: int = 0
-    """Evaluate every N steps (0 = a third of the run), so the S_G / S_D curves have points in between."""
-    lr: float | None = None
-    """η_0; None = the engine's default (dba.optim.AnnealConfig)."""
-    duration: str = ""
-    """How long the lesson takes, as measured, for the page to tell the class before they click."""
+PRESET_NAMES = tuple(n for n in LIBRARY_PRESETS if n != "full")
+"""The presets the Studio offers (``DBA_STUDIO_PRESET``): :func:`dba.config.preset`'s, but not ``full`` (the
+library defaults, sized for a GPU and a patient user rather than a page)."""
 
 
-def eval_every_for(preset: Preset) -> int:
-    """The preset's evaluation interval; 0 means a third of the run, rounded up so that the last intermediate
-    evaluation does not land a step or two before the final one (16 steps: 6, 12 and the final 16, not 5, 10, 15, 16)."""
-    return preset.eval_every or max(1, math.ceil(preset.steps / 3))
+def lora_rank_of(p: Preset) -> int:
+    """The preset's LoRA rank; 0 = full fine-tuning."""
+    return p.run.lora.rank if p.run.lora is not None else 0
 
 
-def _quick() -> Preset:
-    """``dba compare --quick``'s settings (dba.compare.QUICK, sized to finish in minutes on 2 CPU cores) — the lesson
-    shows the same regime as the experiment. Whether direct fine-tuning forgets there is measured, not assumed: see
-    docs/defaults.md (at these sizes it mostly does not, and the lesson's summary says so)."""
-    from dba.compare import QUICK
-
-    return Preset(steps=QUICK["steps"], batch_size=QUICK["batch_size"], anchor_batches=QUICK["anchor_batches"],
-                  eval_items=QUICK["eval_items"], lora_rank=QUICK["lora_rank"], max_length=QUICK.get("max_length", 256),
-                  eval_every=QUICK.get("eval_every", 0), lr=QUICK.get("lr"),
-                  # measured 2026-11-29 on 2 idle CPU cores: 13.3 min with 4 evaluations per run; 3 since
-                  duration="about 12 minutes on 2 CPU cores with the embedded model, a minute or two on a GPU")
-
-
-PRESETS = {
-    "quick": _quick(),
-    # seconds on the tiny model: for the app's own tests and for checking a deployment.
-    "smoke": Preset(steps=3, batch_size=4, anchor_batches=2, eval_items=4, lora_rank=4, max_length=128,
-                    eval_scorer="loglik", eval_every=3),
-}
+def eval_every_for(p: Preset) -> int:
+    """The preset's evaluation interval for the page's live curves: the preset's own, else a third of the run,
+    rounded up so that the last intermediate evaluation does not land a step or two before the final one (16 steps:
+    6, 12 and the final 16, not 5, 10, 15, 16)."""
+    return p.run.eval_every or max(1, math.ceil(p.run.steps / 3))
 
 
 def _int_env(name: str, default: int) -> int:
@@ -188,7 +155,7 @@ class StudioSettings:
     model: str = "default"
     """The model name the Model tab starts with."""
     preset_name: str = "quick"
-    """Key of :data:`PRESETS`."""
+    """A :func:`dba.config.preset` name (:data:`PRESET_NAMES`): the lesson's sizes and every form's start values."""
     host: str = "127.0.0.1"
     port: int = 7860
     runs_root: Path = field(default_factory=lambda: REPO_ROOT / "runs" / "studio")
@@ -209,7 +176,8 @@ class StudioSettings:
 
     @property
     def preset(self) -> Preset:
-        return PRESETS[self.preset_name]
+        """The library's preset (a fresh object each time: changing it changes nothing else)."""
+        return preset(self.preset_name)
 
     @property
     def upload_bytes(self) -> int:
@@ -231,17 +199,17 @@ class StudioSettings:
 
     @classmethod
     def from_env(cls) -> "StudioSettings":
-        preset = os.environ.get("DBA_STUDIO_PRESET", "quick").strip().lower() or "quick"
-        if preset not in PRESETS:
-            raise SystemExit(f"DBA_STUDIO_PRESET must be one of {', '.join(PRESETS)}, got {preset!r}")
+        name = os.environ.get("DBA_STUDIO_PRESET", "quick").strip().lower() or "quick"
+        if name not in PRESET_NAMES:
+            raise SystemExit(f"DBA_STUDIO_PRESET must be one of {', '.join(PRESET_NAMES)}, got {name!r}")
         on_space = bool(os.environ.get("SPACE_ID"))
         public = _bool_env("DBA_STUDIO_PUBLIC", on_space)
         port = _int_env("DBA_STUDIO_PORT", _int_env("GRADIO_SERVER_PORT", 7860))
         runs = Path(os.environ.get("DBA_STUDIO_RUNS") or REPO_ROOT / "runs" / "studio").expanduser().resolve()
         models = tuple(m.strip() for m in (os.environ.get("DBA_STUDIO_MODELS") or "").split(",") if m.strip())
         return cls(
-            model=os.environ.get("DBA_STUDIO_MODEL", "default").strip() or "default",
-            preset_name=preset,
+            model=(os.environ.get("DBA_STUDIO_MODEL") or "").strip() or preset(name).run.model,
+            preset_name=name,
             host=os.environ.get("DBA_STUDIO_HOST") or ("0.0.0.0" if on_space else "127.0.0.1"),
             port=port,
             runs_root=runs,

@@ -1,16 +1,18 @@
 """What the Studio's background jobs do — each one a thin sequence of engine calls (``dba.*``), reporting to a
-:class:`app.jobs.Job` as it goes. No training logic or formula lives here."""
+:class:`app.jobs.Job` as it goes. No training logic or formula lives here: every config starts from the Studio's
+preset (:func:`dba.config.preset`, the same object the CLI's ``--preset`` uses) with the page's choices applied, and
+the global gradient comes from the library's one corpus → anchor pipeline (:func:`dba.anchor.estimate_from_corpus`)."""
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from dba.data import batch_plan, collate, load_corpus, resolve_corpus
-from dba.global_gradient import GlobalGradient, estimate_global_gradient
+from dba.anchor import estimate_from_corpus, load_anchor_corpus
+from dba.config import AnchorConfig, CompareConfig, FinetuneConfig, Preset
+from dba.global_gradient import GlobalGradient
 from dba.models import load_model
-from dba.optim import AnnealConfig, BoostConfig, CorrectionConfig, DBAConfig
-from dba.train import FinetuneConfig, finetune
+from dba.train import finetune
 
 from . import teaching
 from .jobs import Job
@@ -20,11 +22,6 @@ from .settings import eval_every_for
 
 class JobCancelled(Exception):
     """Raised inside a job to stop a phase that has no cancel hook of its own (the anchor pass)."""
-
-
-def corpus_path(name_or_path: str, split: str = "train") -> Path:
-    """A bundled data set name or a (checked, uploaded) file, as the engine resolves it."""
-    return resolve_corpus(name_or_path, split)
 
 
 def load_choice(choice: ModelChoice):
@@ -46,56 +43,48 @@ def load_job(choice: ModelChoice):
     return work
 
 
+def model_fields(choice: ModelChoice) -> dict:
+    """The run-config fields the Model tab decides."""
+    choice.check()
+    return dict(model=choice.name, quantization=choice.quantization, lora=choice.lora(), device=choice.device)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Global gradient
 
 
-@dataclass
-class AnchorForm:
-    """The Global gradient tab's settings."""
-
-    corpus: str = "general"
-    """A bundled name or the path of a checked upload."""
-    batches: int = 16
-    batch_size: int = 8
-    energy: float = 0.9
-    """Share of each matrix's energy kept by the SVD compression."""
-    max_length: int = 256
-    seed: int = 0
-
-
-def estimate_anchor(job: Job, choice: ModelChoice, form: AnchorForm, out: Path, lm=None) -> tuple[GlobalGradient, Path]:
-    """Estimate ĝ_G with the engine, reporting batches done; cancellable between batches."""
+def estimate_anchor(job: Job, choice: ModelChoice, cfg: AnchorConfig, out: Path, lm=None) -> tuple[GlobalGradient, Path]:
+    """Estimate ĝ_G with the library's pipeline, reporting batches done; cancellable between batches."""
     if lm is None:
         job.set_phase("load", f"loading {choice.describe()}")
         lm = load_choice(choice)
     job.set_phase("load", "reading the general corpus")
-    corpus = load_corpus(corpus_path(form.corpus), lm.tokenizer, form.max_length)
-    plan = batch_plan(len(corpus), form.batch_size, form.batches, form.seed)
-    batches = (collate([corpus.examples[i] for i in idx], lm.tokenizer.pad_token_id) for idx in plan)
-    job.set_phase("anchor", f"global gradient: averaging {form.batches} general batches", total=form.batches,
+    corpus = load_anchor_corpus(cfg, lm.tokenizer)
+    job.set_phase("anchor", f"global gradient: averaging {cfg.batches} general batches", total=cfg.batches,
                   unit="batch")
 
     def on_batch(done, total, seconds):
-        job.advance(done, total or form.batches)
+        job.advance(done, total or cfg.batches)
         if job.cancel.is_set():
             raise JobCancelled()
 
-    g = estimate_global_gradient(lm.model, batches, energy=form.energy, max_batches=form.batches, progress=False,
-                                 callback=on_batch, base_model_id=choice.name, corpus_name=corpus.name,
-                                 corpus_hash=corpus.content_hash)
-    path = g.save(out)
-    return g, path
+    g = estimate_from_corpus(lm, cfg, corpus=corpus, progress=False, callback=on_batch)
+    return g, g.save(out)
 
 
-def anchor_job(ws: Workspace, form: AnchorForm):
+def anchor_config(preset: Preset, **changes) -> AnchorConfig:
+    """The Global gradient tab's pass: the preset's anchor config with the page's changes (corpus, batches, ...)."""
+    return preset.anchor_config(**changes)
+
+
+def anchor_job(ws: Workspace, cfg: AnchorConfig):
     """The Global gradient tab's Compute button."""
     choice = ModelChoice(**ws.model.as_dict())
 
     def work(job: Job) -> None:
         out = ws.new_run_dir("anchor") / "anchor.safetensors"
         try:
-            g, path = estimate_anchor(job, choice, form, out)
+            g, path = estimate_anchor(job, choice, cfg, out)
         except JobCancelled:
             return
         with ws.lock:
@@ -117,57 +106,19 @@ def check_anchor(ws: Workspace, path: str) -> GlobalGradient:
 # Fine-tuning
 
 
-@dataclass
-class TrainForm:
-    """The Fine-tune tab's settings (defaults = the engine's own)."""
-
-    domain: str = "finance"
-    method: str = "dba"
-    steps: int = 60
-    batch_size: int = 8
-    lr: float = AnnealConfig().lr
-    max_length: int = 256
-    eval_every: int = 0
-    eval_items: int | None = None
-    eval_scorer: str = "mean"
-    mixture_ratio: float = 0.5
-    seed: int = 0
-    anchor_batches: int = 16
-    boost_mode: str = BoostConfig().mode
-    k0: float | None = None
-    k0_max: float | None = BoostConfig().k0_max
-    boost_decay: str = BoostConfig().decay
-    anchor_scale: str = BoostConfig().scale
-    dc_function: str = CorrectionConfig().function
-    dc_beta: float = CorrectionConfig().beta
-    lam_min: float = CorrectionConfig().lam_min
-    lam_max: float = CorrectionConfig().lam_max
-    schedule: str = AnnealConfig().schedule
-    warmup: int = 0
-    ablate: tuple[str, ...] = ()
-    """Pieces switched off: any of "GGB", "DC", "AL"."""
-
-
-def train_config(ws: Workspace, form: TrainForm, output_dir: Path) -> FinetuneConfig:
-    """The engine config for a fine-tune started from the page."""
-    choice = ws.model
-    choice.check()
-    dba = DBAConfig(
-        boost=BoostConfig(enabled="GGB" not in form.ablate, mode=form.boost_mode, k0=form.k0, k0_max=form.k0_max,
-                          decay=form.boost_decay, scale=form.anchor_scale),
-        correction=CorrectionConfig(enabled="DC" not in form.ablate, function=form.dc_function, beta=form.dc_beta,
-                                    lam_min=form.lam_min, lam_max=form.lam_max),
-        anneal=AnnealConfig(lr=form.lr, enabled="AL" not in form.ablate, schedule=form.schedule,
-                            warmup_steps=form.warmup),
-    )
-    anchor = ws.anchor_path if form.method == "dba" and ws.anchor_fits() else None
-    return FinetuneConfig(
-        method=form.method, model=choice.name, quantization=choice.quantization, lora=choice.lora(),
-        domain=form.domain, anchor=anchor, anchor_batches=form.anchor_batches, mixture_ratio=form.mixture_ratio,
-        steps=form.steps, batch_size=form.batch_size, max_length=form.max_length, seed=form.seed, dba=dba,
-        eval_every=form.eval_every, eval_items=form.eval_items, eval_scorer=form.eval_scorer,
-        output_dir=str(output_dir), device=choice.device,
-    )
+def train_config(ws: Workspace, preset: Preset, output_dir: Path, *, boost: dict | None = None,
+                 correction: dict | None = None, anneal: dict | None = None, ablate=(), **run) -> FinetuneConfig:
+    """The engine config for a fine-tune started from the page: the preset's run with the Model tab's choice, the
+    form's run fields (``run``: method, domain, steps, ...) and DBA knobs (``boost``/``correction``/``anneal``
+    fields), and the pieces in ``ablate`` ("GGB", "DC", "AL") switched off. The library validates it."""
+    base = preset.run.dba
+    dba = dataclasses.replace(
+        base,
+        boost=dataclasses.replace(base.boost, enabled="GGB" not in ablate, **(boost or {})),
+        correction=dataclasses.replace(base.correction, enabled="DC" not in ablate, **(correction or {})),
+        anneal=dataclasses.replace(base.anneal, enabled="AL" not in ablate, **(anneal or {})))
+    anchor = ws.anchor_path if run.get("method", preset.run.method) == "dba" and ws.anchor_fits() else None
+    return preset.run_config(**model_fields(ws.model), anchor=anchor, dba=dba, output_dir=str(output_dir), **run)
 
 
 def run_label(cfg: FinetuneConfig) -> str:
@@ -190,31 +141,32 @@ def finetune_job(ws: Workspace, cfg: FinetuneConfig):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Teaching mode: direct vs DBA on quick settings, narrated
+# Teaching mode: direct vs DBA with the preset, narrated
 
 
 def _teach_choice(ws: Workspace) -> ModelChoice:
-    """The Model tab's model, quantisation and device with the preset's LoRA rank (full fine-tuning stays full)."""
+    """The Model tab's model, quantisation and device with the preset's LoRA rank (full fine-tuning stays full; a
+    full-fine-tuning preset keeps the Model tab's rank)."""
     p = ws.settings.preset
-    return ModelChoice(**{**ws.model.as_dict(), "lora_rank": p.lora_rank if ws.model.lora_rank > 0 else 0})
+    rank = 0 if ws.model.lora_rank <= 0 else (p.run.lora.rank if p.run.lora is not None else ws.model.lora_rank)
+    return ModelChoice(**{**ws.model.as_dict(), "lora_rank": rank})
+
+
+def teach_config(ws: Workspace, method: str, domain: str, folder: Path, anchor_path: str | None) -> FinetuneConfig:
+    """One run of the lesson: the preset's run with the Model tab's model, evaluated a few times on the way."""
+    p = ws.settings.preset
+    return p.run_config(method=method, **model_fields(_teach_choice(ws)), domain=domain, anchor=anchor_path,
+                        eval_every=eval_every_for(p), output_dir=str(folder / method))
 
 
 def teach_intro(ws: Workspace, domain: str) -> str:
-    return teaching.INTRO.format(model=_teach_choice(ws).describe(), domain=domain, steps=ws.settings.preset.steps)
+    return teaching.INTRO.format(model=_teach_choice(ws).describe(), domain=domain, steps=ws.settings.preset.run.steps)
 
 
 def teach_job(ws: Workspace, domain: str):
     """One click: estimate ĝ_G, fine-tune direct, fine-tune DBA with the same data, seed and budget; narrate."""
     p = ws.settings.preset
     choice = _teach_choice(ws)
-
-    def cfg_for(method: str, folder: Path, anchor_path: str | None) -> FinetuneConfig:
-        dba = DBAConfig(anneal=AnnealConfig(lr=p.lr)) if p.lr is not None else DBAConfig()
-        return FinetuneConfig(
-            method=method, model=choice.name, quantization=choice.quantization, lora=choice.lora(), domain=domain,
-            anchor=anchor_path, anchor_batches=p.anchor_batches, steps=p.steps, batch_size=p.batch_size,
-            max_length=p.max_length, eval_every=eval_every_for(p), eval_items=p.eval_items,
-            eval_scorer=p.eval_scorer, dba=dba, output_dir=str(folder / method), device=choice.device)
 
     def work(job: Job) -> None:
         folder = ws.new_run_dir(f"teach-{domain}")
@@ -228,8 +180,7 @@ def teach_job(ws: Workspace, domain: str):
         else:
             job.note(teaching.ANCHOR)
             try:
-                form = AnchorForm(batches=p.anchor_batches, batch_size=p.batch_size, max_length=p.max_length)
-                g, path = estimate_anchor(job, choice, form, folder / "anchor.safetensors")
+                g, path = estimate_anchor(job, choice, p.anchor_config(), folder / "anchor.safetensors")
             except JobCancelled:
                 return
             anchor_path, anchor_seconds, reused = str(path), float(g.meta.get("seconds") or 0.0), False
@@ -242,7 +193,7 @@ def teach_job(ws: Workspace, domain: str):
             if job.cancel.is_set():
                 return
             job.note(text)
-            cfg = cfg_for(method, folder, anchor_path if method == "dba" else None)
+            cfg = teach_config(ws, method, domain, folder, anchor_path if method == "dba" else None)
             trace = job.add_run(method, method, cfg.steps, cfg.output_dir)
             trace.config = cfg.to_dict()
             with ws.lock:
@@ -264,38 +215,20 @@ def teach_job(ws: Workspace, domain: str):
 # Compare
 
 
-@dataclass
-class CompareForm:
-    """The Compare tab's settings (dba.compare's defaults unless changed)."""
+def compare_config(ws: Workspace, preset: Preset, output_dir: Path, *, domain: str, methods=(), ratios=(),
+                   lr: float | None = None, **run) -> CompareConfig:
+    """The Compare tab's experiment: the preset's comparison (its run, its ratio sweep) with the Model tab's choice,
+    the session's anchor when it fits, and the form's changes (``run``: steps, batch_size, eval_items, ...)."""
+    from dba.compare import validate
 
-    domain: str = "finance"
-    methods: tuple[str, ...] = ()
-    """Entries of dba.compare.METHODS (empty = all)."""
-    ratios: tuple[float, ...] = ()
-    """Mixture sweep (empty = dba.compare.DEFAULT_RATIOS)."""
-    steps: int = 24
-    batch_size: int = 8
-    lr: float | None = None
-    max_length: int = 128
-    eval_every: int = 0
-    eval_items: int | None = None
-    eval_scorer: str = "mean"
-    anchor_batches: int = 8
-
-
-def compare_config(ws: Workspace, form: CompareForm, output_dir: Path):
-    from dba.compare import DEFAULT_RATIOS, METHODS, CompareConfig, validate
-
-    choice = ws.model
-    choice.check()
-    dba = DBAConfig(anneal=AnnealConfig(lr=form.lr)) if form.lr else DBAConfig()
-    cfg = CompareConfig(
-        model=choice.name, quantization=choice.quantization, lora=choice.lora(), domains=[form.domain],
-        methods=list(form.methods or METHODS), ratios=list(form.ratios or DEFAULT_RATIOS), steps=form.steps,
-        batch_size=form.batch_size, max_length=form.max_length, dba=dba,
-        anchor=ws.anchor_path if ws.anchor_fits() else None, anchor_batches=form.anchor_batches,
-        eval_every=form.eval_every, eval_items=form.eval_items, eval_scorer=form.eval_scorer,
-        output_dir=str(output_dir), device=choice.device)
+    if lr is not None:
+        base = preset.run.dba
+        run["dba"] = dataclasses.replace(base, anneal=dataclasses.replace(base.anneal, lr=lr))
+    changes = dict(domains=[domain], methods=list(methods) or None, output_dir=str(output_dir))
+    if ratios:
+        changes["ratios"] = list(ratios)
+    cfg = preset.compare_config(**changes, **model_fields(ws.model),
+                                anchor=ws.anchor_path if ws.anchor_fits() else None, **run)
     validate(cfg)
     return cfg
 

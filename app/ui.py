@@ -77,4 +77,5 @@ def build_demo(settings: StudioSettings | None = None, page: Page | None = None)
         outputs = [c for _, name in by_kind.values() for c in tabs[name].outputs]
         jobbar.wire_jobs(ctx, bar, seen, renderers, outputs)
     demo.studio_page = page  # for launch() (the session sweeper) and tests
+    demo.studio_tabs = tabs  # the components of each tab, for tests
     return demo

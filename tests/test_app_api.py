@@ -181,3 +181,58 @@ def test_anchor_of_another_model_is_refused(studio, tmp_path):
     with pytest.raises(Exception, match="does not fit the model"):
         client.predict(handle_file(st["result"]["anchor"]), api_name="/load_anchor")
     assert client.predict(api_name="/job_status")["state"] == "completed"  # the app still serves
+
+
+@pytest.mark.parametrize("name", ["smoke", "quick", "lesson"])
+def test_the_app_builds_the_same_configs_as_the_cli(name, tmp_path):
+    """The lesson's runs, the Fine-tune form's start values and the Compare form's start values give the configs that
+    ``dba train --preset NAME`` / ``dba compare --preset NAME`` build (one preset, :mod:`dba.config`)."""
+    from app import tasks
+    from app.tabs import finetune
+    from app.tabs.common import Ctx
+    from app.ui import build_demo
+    from dba.cli import build_parser
+    from dba.cli.compare import config_from_args as compare_from_args
+    from dba.cli.train import config_from_args as train_from_args
+    from dba.config import preset, to_dict
+
+    pre = preset(name)
+    settings = StudioSettings(model=pre.run.model, preset_name=name, runs_root=tmp_path / "runs")
+    demo = build_demo(settings)
+    page, tabs = demo.studio_page, demo.studio_tabs
+    ws = page.sessions.workspace("e" * 32)
+
+    def cli_train(*argv):
+        return train_from_args(build_parser().parse_args(["train", "--preset", name, *argv]))
+
+    def same(app_cfg, cli_cfg, *, skip=("output_dir",)):
+        a, c = to_dict(app_cfg), to_dict(cli_cfg)
+        for k in skip:
+            a.pop(k), c.pop(k)
+        assert a == c
+
+    # the lesson: the preset's runs (it scores a few times on the way, for the live curves)
+    for method in ("direct", "dba"):
+        app_cfg = tasks.teach_config(ws, method, "finance", tmp_path / "lesson", None)
+        assert app_cfg.eval_every == tasks.eval_every_for(pre)
+        same(app_cfg, cli_train("--method", method, "--eval-every", str(app_cfg.eval_every)))
+    # the Fine-tune tab's Start with its start values
+    t = tabs["finetune"]
+    values = [t.domain, None, t.method, t.steps, t.bs, t.lr, t.eval_every, t.eval_items, t.ratio, t.boost_mode, t.k0,
+              t.k0_max, t.decay, t.scale, t.dc, t.beta, t.lam_min, t.lam_max, t.schedule, t.ablate, t.seed]
+    ctx = Ctx(settings=settings, page=page, sid=None, job_html=None)
+    app_cfg = finetune.config_from(ctx, ws, *[v if v is None else v.value for v in values])
+    same(app_cfg, cli_train("--method", app_cfg.method, "--eval-every", str(app_cfg.eval_every)))
+    # the Compare tab's Run with its start values
+    c = tabs["compare"]
+    app_cmp = tasks.compare_config(ws, pre, tmp_path / "cmp", domain=c.domain.value, methods=c.methods.value,
+                                   ratios=tuple(float(r) for r in c.ratios.value.split(",")), lr=c.lr.value,
+                                   steps=c.steps.value, batch_size=c.bs.value,
+                                   eval_items=c.eval_items.value or None)
+    cli_cmp = compare_from_args(build_parser().parse_args(
+        ["compare", "--preset", name, "--domains", "finance", "--methods", ",".join(c.methods.value)]))
+    same(app_cmp.run, cli_cmp.run)
+    assert (app_cmp.domains, app_cmp.methods, app_cmp.ratios) == (cli_cmp.domains, cli_cmp.methods, cli_cmp.ratios)
+    # LoRA α is the library's decision (None = 2 × rank) everywhere
+    if pre.run.lora is not None:
+        assert app_cfg.lora.alpha is None and app_cfg.lora.effective_alpha == 2 * pre.run.lora.rank

@@ -16,7 +16,7 @@ from .common import PLOT, Ctx, guard
 
 
 def build(ctx: Ctx) -> SimpleNamespace:
-    p, lim = ctx.preset, ctx.settings.limits
+    p, lim = ctx.preset.run, ctx.settings.limits
     t = SimpleNamespace()
     with gr.Tab("2 · Global gradient", id="anchor"):
         gr.Markdown("**Stage 1 of DBA.** Average the gradient of the general loss over a few batches with "
@@ -34,7 +34,7 @@ def build(ctx: Ctx) -> SimpleNamespace:
                 t.batches = gr.Slider(1, ctx.cap(128, lim.max_anchor_batches), value=p.anchor_batches, step=1,
                                       label="Batches", info="more batches = a steadier average, linear cost")
                 t.bs = gr.Slider(1, ctx.cap(32, lim.max_batch), value=p.batch_size, step=1, label="Batch size")
-                t.energy = gr.Slider(0.5, 1.0, value=0.9, step=0.01, label="Energy kept by the SVD",
+                t.energy = gr.Slider(0.5, 1.0, value=p.anchor_energy or 1.0, step=0.01, label="Energy kept by the SVD",
                                      info="each matrix keeps the smallest rank with this share of ‖Ĝ‖²")
                 t.run = gr.Button("▶ Compute the global gradient", variant="primary")
                 with gr.Accordion("…or load a saved anchor", open=False):
@@ -76,11 +76,10 @@ def wire(ctx: Ctx, t: SimpleNamespace) -> None:
         if not 0 < energy <= 1:
             raise DBAError(f"The energy kept is a share between 0 and 1, got {energy:g}.")
         ws.model.check()
-        form = tasks.AnchorForm(corpus=corpus, batches=limits.check_anchor_batches(s, batches),
-                                batch_size=limits.check_batch(s, batch_size), energy=energy,
-                                max_length=ctx.preset.max_length)
-        job = page.start(ws, "anchor", f"Global gradient of {ws.model.name} ({form.batches} batches)",
-                         tasks.anchor_job(ws, form))
+        cfg = tasks.anchor_config(ctx.preset, corpus=corpus, batches=limits.check_anchor_batches(s, batches),
+                                  batch_size=limits.check_batch(s, batch_size), energy=energy)
+        job = page.start(ws, "anchor", f"Global gradient of {ws.model.name} ({cfg.batches} batches)",
+                         tasks.anchor_job(ws, cfg))
         return page.started(job)
 
     t.run.click(start_anchor, [ctx.sid, t.source, t.file, t.batches, t.bs, t.energy], [ctx.job_html],

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from dba.config import Preset
 from dba.errors import DBAError
 
 from ..jobs import friendly_error
 from ..page import Page
-from ..settings import Preset, StudioSettings
+from ..settings import StudioSettings
 
 PLOT = {"show_label": False, "container": True}
 """The figures carry their own titles; Gradio's label badge would sit on top of them."""
@@ -55,14 +56,11 @@ def guard(fn):
     return wrapper
 
 
-def opt_float(x) -> float | None:
-    """0 or empty = None (the engine's rule)."""
+def optional(x, what: str) -> float | None:
+    """An optional number field: empty = None (the library's meaning of None for that field), else the number."""
     from ..limits import number
 
-    if x in (None, ""):
-        return None
-    v = number(x, "This value")
-    return v if v > 0 else None
+    return None if x is None or not str(x).strip() else number(str(x).strip(), what)
 
 
 def parse_ratios(text: str) -> tuple[float, ...]:

@@ -8,17 +8,16 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from dba.compare import DEFAULT_RATIOS, METHODS, plan_runs
+from dba.compare import DEFAULT_METHODS, METHODS, plan_runs
 from dba.data import BUNDLED_DOMAINS
 from dba.errors import DBAError
-from dba.optim import AnnealConfig
 
 from .. import limits, tasks, views
 from .common import PLOT, Ctx, guard, parse_ratios
 
 
 def build(ctx: Ctx) -> SimpleNamespace:
-    p, lim = ctx.preset, ctx.settings.limits
+    p, lim = ctx.preset.run, ctx.settings.limits
     t = SimpleNamespace()
     with gr.Tab("4 · Compare", id="compare"):
         gr.Markdown("**The forgetting experiment**: direct, a mixture sweep, DBA and its ablations on the same "
@@ -27,16 +26,17 @@ def build(ctx: Ctx) -> SimpleNamespace:
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 t.domain = gr.Dropdown(list(BUNDLED_DOMAINS), value="finance", label="Domain")
-                t.methods = gr.CheckboxGroup(list(METHODS), value=list(METHODS), label="Methods")
-                t.ratios = gr.Textbox(", ".join(f"{r:g}" for r in DEFAULT_RATIOS),
+                t.methods = gr.CheckboxGroup(list(METHODS), value=list(DEFAULT_METHODS), label="Methods")
+                t.ratios = gr.Textbox(", ".join(f"{r:g}" for r in ctx.preset.ratios),
                                       label="Mixture ratios (general share per batch)")
                 with gr.Row():
                     t.steps = gr.Number(value=p.steps, precision=0, label="Steps"
                                         + (f" (≤ {lim.max_steps})" if ctx.public else ""))
                     t.bs = gr.Number(value=p.batch_size, precision=0, label="Batch size")
                 with gr.Row():
-                    t.lr = gr.Number(value=p.lr or AnnealConfig().lr, label="η₀ (every method)")
-                    t.eval_items = gr.Number(value=p.eval_items, precision=0, label="Quiz questions")
+                    t.lr = gr.Number(value=p.dba.anneal.lr, label="η₀ (every method)")
+                    t.eval_items = gr.Number(value=p.eval_items or (lim.max_eval_items if ctx.public else 0),
+                                             precision=0, label="Quiz questions")
                 if ctx.public:
                     gr.Markdown(f"On this server a comparison runs at most {lim.max_runs} fine-tunes (each "
                                 "mixture ratio is one): pick fewer methods or ratios.", elem_classes=["dba-help"])
@@ -61,7 +61,7 @@ def build(ctx: Ctx) -> SimpleNamespace:
 
 
 def wire(ctx: Ctx, t: SimpleNamespace) -> None:
-    page, s, p = ctx.page, ctx.settings, ctx.preset
+    page, s = ctx.page, ctx.settings
 
     @guard
     def start_compare(sid, domain, methods, ratios, steps, batch_size, lr, eval_items, request: gr.Request):
@@ -71,13 +71,11 @@ def wire(ctx: Ctx, t: SimpleNamespace) -> None:
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             raise DBAError(f"Unknown method(s) {', '.join(map(str, unknown))}; choose from {', '.join(METHODS)}.")
-        form = tasks.CompareForm(
-            domain=page.domain_source(ws, domain, None), methods=tuple(methods), ratios=parse_ratios(ratios),
-            steps=limits.check_steps(s, steps), batch_size=limits.check_batch(s, batch_size),
-            lr=limits.check_lr(s, lr) if lr not in (None, "", 0) else None, max_length=p.max_length,
-            eval_every=p.eval_every, eval_items=limits.check_eval_items(s, eval_items), eval_scorer=p.eval_scorer,
-            anchor_batches=p.anchor_batches)
-        cfg = tasks.compare_config(ws, form, ws.new_run_dir(f"compare-{domain}"))
+        cfg = tasks.compare_config(
+            ws, ctx.preset, ws.new_run_dir(f"compare-{domain}"), domain=page.domain_source(ws, domain, None),
+            methods=tuple(methods), ratios=parse_ratios(ratios),
+            lr=limits.check_lr(s, lr) if lr not in (None, "") else None, steps=limits.check_steps(s, steps),
+            batch_size=limits.check_batch(s, batch_size), eval_items=limits.check_eval_items(s, eval_items))
         limits.check_runs(s, len(plan_runs(cfg)))
         job = page.start(ws, "compare", f"Compare {len(methods)} methods on {domain}", tasks.compare_job(ws, cfg))
         return page.started(job)

@@ -9,17 +9,16 @@ import gradio as gr
 
 from dba.data import BUNDLED_DOMAINS
 from dba.errors import DBAError
-from dba.optim import AnnealConfig, BoostConfig, CorrectionConfig
 
 from .. import limits, tasks, uploads, views
 from ..page import UPLOAD
 from ..settings import eval_every_for
-from .common import PLOT, Ctx, guard, opt_float
+from .common import PLOT, Ctx, guard, optional
 
 
 def build(ctx: Ctx) -> SimpleNamespace:
-    p, lim = ctx.preset, ctx.settings.limits
-    boost, corr, anneal = BoostConfig(), CorrectionConfig(), AnnealConfig()
+    p, lim = ctx.preset.run, ctx.settings.limits
+    boost, corr, anneal = p.dba.boost, p.dba.correction, p.dba.anneal
     t = SimpleNamespace()
     with gr.Tab("3 · Fine-tune", id="finetune"):
         with gr.Row():
@@ -31,24 +30,30 @@ def build(ctx: Ctx) -> SimpleNamespace:
                     t.check = gr.Markdown()
                 t.method = gr.Radio(["dba", "direct", "mixture"], value="dba", label="Method",
                                     info="direct = domain only; mixture = domain + general share r")
-                t.steps = gr.Slider(1, ctx.cap(1000, lim.max_steps), value=p.steps, step=1, label="Steps T")
-                t.bs = gr.Slider(1, ctx.cap(64, lim.max_batch), value=p.batch_size, step=1, label="Batch size")
-                t.lr = gr.Number(value=p.lr or anneal.lr, label="Peak learning rate η₀",
+                t.steps = gr.Slider(1, ctx.cap(1000, lim.max_steps), value=min(p.steps, ctx.cap(1000, lim.max_steps)),
+                                    step=1, label="Steps T")
+                t.bs = gr.Slider(1, ctx.cap(64, lim.max_batch), value=min(p.batch_size, ctx.cap(64, lim.max_batch)),
+                                 step=1, label="Batch size")
+                t.lr = gr.Number(value=anneal.lr, label="Peak learning rate η₀",
                                  info="annealed towards 0 over the run (AL)")
                 with gr.Row():
-                    t.eval_every = gr.Number(value=eval_every_for(p), precision=0, label="Score every N steps",
-                                             info="0 = start and end only")
-                    t.eval_items = gr.Number(value=p.eval_items, precision=0, label="Quiz questions",
+                    t.eval_every = gr.Number(value=eval_every_for(ctx.preset), precision=0,
+                                             label="Score every N steps", info="0 = start and end only")
+                    items = p.eval_items or (lim.max_eval_items if ctx.public else 0)
+                    t.eval_items = gr.Number(value=items, precision=0, label="Quiz questions",
                                              info="per eval set" + ("" if ctx.public else "; 0 = all"))
-                t.ratio = gr.Slider(0.0, 1.0, value=0.5, step=0.125, label="Mixture: general share r",
+                t.ratio = gr.Slider(0.0, 1.0, value=p.mixture_ratio, step=0.125, label="Mixture: general share r",
                                     info="only for method = mixture")
-                with gr.Accordion("DBA knobs (defaults = the engine's)", open=False):
+                with gr.Accordion("DBA knobs (start values = the preset's)", open=False):
                     t.boost_mode = gr.Radio(["convex", "additive", "projection"], value=boost.mode,
                                             label="Boost (GGB) form", info="convex: γĝ+(1−γ)g_D (paper); "
                                             "projection: drop the conflicting part")
                     with gr.Row():
-                        t.k0 = gr.Number(value=0, label="k₀ (0 = rule min(200/T, cap))")
-                        t.k0_max = gr.Number(value=boost.k0_max or 0, label="cap on k₀ for short runs")
+                        # text fields: empty is a value of its own here (the library's None), not "missing"
+                        t.k0 = gr.Textbox("" if boost.k0 is None else f"{boost.k0:g}", label="k₀",
+                                          info="empty = the rule k₀ = min(c/T, cap)")
+                        t.k0_max = gr.Textbox("" if boost.k0_max is None else f"{boost.k0_max:g}",
+                                              label="cap on k₀ for short runs", info="empty = no cap")
                     t.decay = gr.Radio(["linear", "constant", "cosine"], value=boost.decay, label="γ_t decay")
                     t.scale = gr.Radio(["raw", "relative"], value=boost.scale, label="Anchor scale",
                                        info="relative: rescale ĝ to ‖g_D‖ each step")
@@ -62,7 +67,7 @@ def build(ctx: Ctx) -> SimpleNamespace:
                     t.schedule = gr.Radio(["cosine", "linear", "constant"], value=anneal.schedule,
                                           label="Annealing schedule")
                     t.ablate = gr.CheckboxGroup(["GGB", "DC", "AL"], value=[], label="Switch off (ablation)")
-                    t.seed = gr.Number(value=0, precision=0, label="Seed")
+                    t.seed = gr.Number(value=p.seed, precision=0, label="Seed")
                 with gr.Row():
                     t.run = gr.Button("▶ Start fine-tuning", variant="primary")
             with gr.Column(scale=2):
@@ -77,24 +82,25 @@ def build(ctx: Ctx) -> SimpleNamespace:
     return t
 
 
-def form_from(ctx: Ctx, ws, domain, file, method, steps, batch_size, lr, eval_every, eval_items, ratio, boost_mode,
-              k0, k0_max, decay, scale, dc, beta, lam_min, lam_max, schedule, ablate, seed) -> tasks.TrainForm:
-    """The checked form: numbers in range (public mode: within the server's limits), the domain resolved."""
-    s, p, num = ctx.settings, ctx.preset, limits.number
+def config_from(ctx: Ctx, ws, domain, file, method, steps, batch_size, lr, eval_every, eval_items, ratio,
+                boost_mode, k0, k0_max, decay, scale, dc, beta, lam_min, lam_max, schedule, ablate, seed):
+    """The run's config: the preset's with the form applied; numbers checked (public mode: within the server's
+    limits), the domain resolved, the rest validated by the library."""
+    s, num = ctx.settings, limits.number
     if method not in ("dba", "direct", "mixture"):
         raise DBAError(f"Unknown method {method!r}; choose dba, direct or mixture.")
-    ratio = num(ratio, "The mixture share r")
-    if not 0 <= ratio <= 1:
-        raise DBAError(f"The mixture share r lies between 0 and 1, got {ratio:g}.")
-    return tasks.TrainForm(
-        domain=ctx.page.domain_source(ws, domain, file), method=method, steps=limits.check_steps(s, steps),
-        batch_size=limits.check_batch(s, batch_size), lr=limits.check_lr(s, lr), max_length=p.max_length,
-        eval_every=limits.whole(eval_every or 0, "Score every N steps", lo=0),
-        eval_items=limits.check_eval_items(s, eval_items), eval_scorer=p.eval_scorer, mixture_ratio=ratio,
-        seed=limits.whole(seed or 0, "The seed", lo=0), anchor_batches=p.anchor_batches, boost_mode=boost_mode,
-        k0=opt_float(k0), k0_max=opt_float(k0_max), boost_decay=decay, anchor_scale=scale, dc_function=dc,
-        dc_beta=num(beta, "DC strength β"), lam_min=num(lam_min, "λ min"), lam_max=num(lam_max, "λ max"),
-        schedule=schedule, ablate=tuple(ablate or ()))
+    run = dict(method=method, domain=ctx.page.domain_source(ws, domain, file), steps=limits.check_steps(s, steps),
+               batch_size=limits.check_batch(s, batch_size),
+               eval_every=limits.whole(eval_every or 0, "Score every N steps", lo=0),
+               eval_items=limits.check_eval_items(s, eval_items), mixture_ratio=num(ratio, "The mixture share r"),
+               seed=limits.whole(seed or 0, "The seed", lo=0))
+    return tasks.train_config(
+        ws, ctx.preset, ws.new_run_dir(method), ablate=tuple(ablate or ()),
+        boost=dict(mode=boost_mode, k0=optional(k0, "k₀"), k0_max=optional(k0_max, "The cap on k₀"), decay=decay,
+                   scale=scale),
+        correction=dict(function=dc, beta=num(beta, "DC strength β"), lam_min=num(lam_min, "λ min"),
+                        lam_max=num(lam_max, "λ max")),
+        anneal=dict(lr=limits.check_lr(s, lr), schedule=schedule), **run)
 
 
 def wire(ctx: Ctx, t: SimpleNamespace) -> None:
@@ -116,13 +122,12 @@ def wire(ctx: Ctx, t: SimpleNamespace) -> None:
                        k0, k0_max, decay, scale, dc, beta, lam_min, lam_max, schedule, ablate, seed,
                        request: gr.Request):
         ws = page.ws(sid, request)
-        form = form_from(ctx, ws, domain, file, method, steps, batch_size, lr, eval_every, eval_items, ratio,
-                         boost_mode, k0, k0_max, decay, scale, dc, beta, lam_min, lam_max, schedule, ablate, seed)
-        cfg = tasks.train_config(ws, form, ws.new_run_dir(form.method))
+        cfg = config_from(ctx, ws, domain, file, method, steps, batch_size, lr, eval_every, eval_items, ratio,
+                          boost_mode, k0, k0_max, decay, scale, dc, beta, lam_min, lam_max, schedule, ablate, seed)
         note = ""
-        if form.method == "dba":
+        if cfg.method == "dba":
             note = " with the session's ĝ_G" if cfg.anchor else f" (ĝ_G estimated first: {cfg.anchor_batches} batches)"
-        title = f"Fine-tune {tasks.run_label(cfg)}{note} · {Path(str(form.domain)).stem} · {cfg.steps} steps"
+        title = f"Fine-tune {tasks.run_label(cfg)}{note} · {Path(str(cfg.domain)).stem} · {cfg.steps} steps"
         return page.started(page.start(ws, "finetune", title, tasks.finetune_job(ws, cfg)))
 
     inputs = [t.domain, t.file, t.method, t.steps, t.bs, t.lr, t.eval_every, t.eval_items, t.ratio, t.boost_mode,

@@ -13,15 +13,17 @@ from .common import PLOT, Ctx, guard
 
 
 def build(ctx: Ctx) -> SimpleNamespace:
-    p, s = ctx.preset, ctx.settings
+    p, s = ctx.preset.run, ctx.settings
+    size = f"LoRA rank {p.lora.rank}" if p.lora is not None else "full fine-tuning"
+    items = f"{p.eval_items} quiz questions per set" if p.eval_items else "every quiz question"
     t = SimpleNamespace()
     with gr.Tab("Start here: see forgetting", id="teach", elem_id="tab-teach"):
         gr.Markdown(
             "**One click, one lesson.** The Studio fine-tunes the model on a domain twice — the usual way "
             "(*direct*) and with *DBA* — with the same data, seed and steps, and tells you what to look at "
-            f"while it runs. Preset **{s.preset_name}**: {p.steps} steps, batch {p.batch_size}, "
-            f"LoRA rank {p.lora_rank}, {p.eval_items} quiz questions per set"
-            f"{f' ({p.duration})' if p.duration else ''}. The model is the one chosen in the Model tab.")
+            f"while it runs. Preset **{s.preset_name}**: {p.steps} steps, batch {p.batch_size}, {size}, η₀ "
+            f"{p.dba.anneal.lr:g}, {items}{f' ({ctx.preset.duration})' if ctx.preset.duration else ''}. The "
+            "model is the one chosen in the Model tab.")
         with gr.Row(equal_height=True):
             t.domain = gr.Dropdown(list(BUNDLED_DOMAINS), value="finance", label="Domain to learn", scale=2)
             t.run = gr.Button("▶ Run the lesson: direct vs DBA", variant="primary", scale=3, elem_id="teach-run")

@@ -8,11 +8,12 @@ import gradio as gr
 
 from .. import limits, tasks, views
 from ..session import ModelChoice
+from ..settings import lora_rank_of
 from .common import Ctx, guard
 
 
 def build(ctx: Ctx) -> SimpleNamespace:
-    s, p = ctx.settings, ctx.preset
+    s, rank0 = ctx.settings, lora_rank_of(ctx.preset)
     t = SimpleNamespace()
     with gr.Tab("1 · Model", id="model"):
         gr.Markdown("Choose the base model and how it is trained. Every job of this session uses this "
@@ -30,7 +31,7 @@ def build(ctx: Ctx) -> SimpleNamespace:
                                info="4bit = QLoRA (NF4, bitsandbytes); needs LoRA")
         with gr.Row():
             low = 1 if ctx.public and not s.limits.allow_full else 0
-            t.rank = gr.Slider(low, ctx.cap(64, s.limits.max_rank), value=max(low, p.lora_rank), step=1,
+            t.rank = gr.Slider(low, ctx.cap(64, s.limits.max_rank), value=max(low, rank0), step=1,
                                label="LoRA rank", info="0 = full fine-tuning (every weight trains)" if low == 0
                                else "full fine-tuning is off on this server")
             t.device = gr.Radio(["auto", "cpu", "cuda"], value=s.device, label="Device",
