@@ -244,3 +244,26 @@ def test_config_module_imports_nothing_heavy():
     assert not [m for m in mods if m.split(".")[0] in ("torch", "transformers", "peft", "numpy")]
     assert not [m for m in mods if m.startswith("dba.") and m not in ("dba.errors", "dba.errors.DBAError")]
     assert math.isclose(FinetuneConfig().dba.anneal.lr, AnnealConfig().lr)
+
+
+def test_old_run_config_json_still_reads():
+    """config.json written by earlier versions (no penalty / clip / budget fields, alpha as a number) resumes."""
+    old = {"method": "direct", "model": "tiny", "quantization": "none",
+           "lora": {"rank": 4, "alpha": 32.0, "dropout": 0.0, "target_modules": "all-linear"},
+           "domain": "finance", "general": "general", "domain_eval": None, "general_eval": None, "anchor": None,
+           "anchor_batches": 16, "anchor_energy": 0.9, "mixture_ratio": 0.5, "steps": 3, "batch_size": 8,
+           "grad_accum": 1, "max_length": 256, "max_grad_norm": 1.0, "seed": 0,
+           "dba": {"total_steps": 100, "boost": {"enabled": True, "mode": "convex", "c": 200.0, "k0_max": 0.1,
+                                                 "k0": None, "decay": "linear", "scale": "raw"},
+                   "correction": {"enabled": True, "similarity": "cosine", "function": "paper", "beta": 1.0,
+                                  "lam_min": 0.5, "lam_max": 2.0},
+                   "anneal": {"lr": 0.0003, "enabled": True, "schedule": "cosine", "warmup_steps": 0,
+                              "min_lr_ratio": 0.0},
+                   "betas": [0.9, 0.999], "eps": 1e-08, "weight_decay": 0.0, "max_nonfinite_in_a_row": 5},
+           "eval_every": 0, "eval_items": None, "eval_scorer": "mean", "evaluate_at_end": True,
+           "checkpoint_every": 0, "output_dir": "runs/run", "device": "auto", "dtype": None,
+           "trust_remote_code": False}
+    cfg = FinetuneConfig.from_dict(old)
+    assert cfg.lora.alpha == 32.0 and cfg.dba.betas == (0.9, 0.999)
+    r = cfg.resolved()  # what the run did: T = 3, no boost or correction for direct
+    assert r.dba.total_steps == 3 and not r.dba.boost.enabled and not r.dba.correction.enabled
