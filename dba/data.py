@@ -670,6 +670,8 @@ def load_corpus(path, tokenizer, max_length: int = 256, *, name: str | None = No
     texts: list[str] = []
     kinds = set()
     n_truncated = n_dropped = 0
+    empty_rows: list[int] = []     # instruction and output both blank: skipped
+    empty_answers: list[int] = []  # output blank: trains the model to answer with nothing (kept, with a warning)
     for i, row in enumerate(rows):
         try:
             kind = row_kind(row)
@@ -677,10 +679,16 @@ def load_corpus(path, tokenizer, max_length: int = 256, *, name: str | None = No
                 texts.append(_field(row, "text"))
                 kinds.add("text")
                 continue
-            ex = chat_example(tokenizer, row_messages(row))
+            msgs = row_messages(row)
+            ex = chat_example(tokenizer, msgs)
         except DataError as e:
             raise DataError(f"{path}: row {i + 1}: {e}") from None
         kinds.add("instruction")
+        if not any(m["content"].strip() for m in msgs):
+            empty_rows.append(i + 1)
+            continue
+        if not any(m["content"].strip() for m in msgs if m["role"] == "assistant"):
+            empty_answers.append(i + 1)
         if len(ex.input_ids) > max_length:
             n_truncated += 1
             ex = Example(ex.input_ids[:max_length], ex.labels[:max_length])
@@ -698,7 +706,19 @@ def load_corpus(path, tokenizer, max_length: int = 256, *, name: str | None = No
         if n_dropped:
             msg += f"; {n_dropped} of them kept no answer token and were dropped"
         warnings.warn(msg + ". Raise max_length or shorten them.", UserWarning, stacklevel=2)
+    def _rows(nums: list[int]) -> str:
+        return ", ".join(map(str, nums[:8])) + (", ..." if len(nums) > 8 else "")
+
+    if empty_rows and len(empty_rows) < len(rows):
+        warnings.warn(f"{len(empty_rows)} of {len(rows)} rows of {path} have an empty instruction and an empty output "
+                      f"and were skipped (rows {_rows(empty_rows)}).", UserWarning, stacklevel=2)
+    if empty_answers:
+        warnings.warn(f"{len(empty_answers)} of {len(rows)} rows of {path} have an empty output: they teach the model "
+                      f"to answer with nothing (rows {_rows(empty_answers)}). Fill or remove them.", UserWarning,
+                      stacklevel=2)
     if not examples:
+        if empty_rows and len(empty_rows) == len(rows):
+            raise DataError(f"{path}: every row has an empty instruction and an empty output; nothing to train on.")
         raise DataError(f"{path}: no training examples could be made from {len(rows)} rows.")
     kind = "mixed" if len(kinds) > 1 else kinds.pop()
     return Corpus(name=name or src.name, examples=examples, content_hash=content_hash,

@@ -505,3 +505,24 @@ def test_a_missing_path_says_not_found(tmp_path):
         resolve_corpus("some/dir", "eval")
     with pytest.raises(DataError, match="Unknown bundled data set 'nope'"):
         resolve_corpus("nope", "eval")
+
+
+def test_rows_with_empty_instruction_and_output_are_skipped_with_a_warning(tmp_path):
+    from dba.data import load_corpus
+    from dba.models import load_model
+
+    tok = load_model("tiny").tokenizer
+    rows = [{"instruction": "Q?", "output": "A."}, {"instruction": "", "output": ""},
+            {"instruction": "Q2?", "output": " "}]
+    f = tmp_path / "rows.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.warns(UserWarning) as w:
+        corpus = load_corpus(f, tok, 64)
+    msgs = [str(x.message) for x in w]
+    assert len(corpus.examples) == 2
+    assert any("1 of 3 rows" in m and "empty instruction and an empty output and were skipped (rows 2)" in m
+               for m in msgs)
+    assert any("empty output: they teach the model to answer with nothing (rows 3)" in m for m in msgs)
+    f.write_text(json.dumps({"instruction": " ", "output": ""}) + "\n")
+    with pytest.raises(DataError, match="every row has an empty instruction and an empty output"):
+        load_corpus(f, tok, 64)
