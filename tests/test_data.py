@@ -511,6 +511,17 @@ def test_in_memory_data_sets(tok, tmp_path):
         load_corpus([], tok)
 
 
+def test_a_real_datasets_dataset(tok):
+    datasets = pytest.importorskip("datasets")
+    rows = [{"prompt": [{"role": "user", "content": "Hi?"}], "completion": [{"role": "assistant", "content": "Yo."}]}] * 3
+    ds = datasets.Dataset.from_list(rows)
+    corpus = load_corpus(ds, tok)
+    assert corpus.n_rows == 3 and corpus.kind == "instruction"
+    assert corpus.examples == load_corpus(rows, tok).examples
+    dd = datasets.DatasetDict({"train": ds, "test": ds.select([0])})
+    assert load_corpus(dd, tok, split="test").n_rows == 1
+
+
 def _fake_hub_cache(root: Path, repo: str, files: dict[str, list[dict]]) -> None:
     """A Hub cache holding one snapshot of a data set repository (the layout huggingface_hub reads offline)."""
     commit = "0" * 40
