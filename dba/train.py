@@ -418,6 +418,11 @@ def _prepare_resume(cfg: FinetuneConfig, out: Path) -> dict:
         raise DBAError(f"{out} diverged ({old.get('error', 'collapse guard')}); resuming would repeat the same "
                        "steps. Start a new run with a lower learning rate in another folder.")
     if st == "running" and owner_alive(old, out):
+        if old.get("host") != socket.gethostname():
+            age = time.time() - float(old.get("heartbeat") or 0)
+            raise DBAError(f"{out} is running on host {old.get('host')} (pid {old.get('pid')}, last heartbeat "
+                           f"{age:.0f} s ago); stop it there, or, if it is gone, resume once the heartbeat is "
+                           f"{STALE_OTHER_HOST_SECONDS // 60} minutes old.")
         raise DBAError(f"{out} is still running (pid {old.get('pid')} on {old.get('host')}); cancel or stop that "
                        "run first.")
     for name in ("checkpoint", "adapter", "model"):

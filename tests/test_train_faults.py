@@ -526,3 +526,26 @@ def test_rows_with_empty_instruction_and_output_are_skipped_with_a_warning(tmp_p
     f.write_text(json.dumps({"instruction": " ", "output": ""}) + "\n")
     with pytest.raises(DataError, match="every row has an empty instruction and an empty output"):
         load_corpus(f, tok, 64)
+
+
+def test_ctrl_c_after_training_keeps_the_finished_training(small_corpus, tmp_path):
+    """Interrupted between the last step and the saved result: the final checkpoint holds the training; resuming only
+    saves (and scores) it."""
+    from dba.train import RunInterrupted
+
+    full = finetune(tiny_cfg(small_corpus, tmp_path / "full"), progress=False)
+    cfg = tiny_cfg(small_corpus, tmp_path / "late")
+
+    def ctrl_c(rec):
+        if rec.get("phase") == "save":
+            raise KeyboardInterrupt("SIGINT")
+
+    with pytest.raises(RunInterrupted, match="stopped by SIGINT while saving the result .* checkpoint \\(step 6\\)"):
+        finetune(cfg, callback=ctrl_c, progress=False)
+    st = json.loads((tmp_path / "late" / "status.json").read_text())
+    assert st["status"] == "interrupted" and st["step"] == 6
+    assert json.loads((tmp_path / "late" / "checkpoint" / "state.json").read_text())["final"] is True
+    seen = []
+    done = finetune(cfg, resume=True, progress=False, callback=lambda r: seen.append(r.get("type")))
+    assert done.status == "completed" and "step" not in seen, "resuming a finished training must not train again"
+    assert_same_run(tmp_path / "full", tmp_path / "late")
