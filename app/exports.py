@@ -1,6 +1,6 @@
 """Chat (the base model and the tuned one answering the same prompt) and export (adapter zip, merged model zip).
 
-Runs are loaded with the library's :func:`dba.scores_cli.load_trained`. A LoRA run is loaded once, base model with its
+Runs are loaded with the library's :func:`dba.runs.load_trained`. A LoRA run is loaded once, base model with its
 trained adapter: the tuned answer is generated with the adapter enabled and the base answer inside PEFT's
 ``disable_adapter()`` — the same weights, one copy in memory. A full fine-tuning run loads the base model beside the
 tuned checkpoint.
@@ -18,7 +18,7 @@ import torch
 
 from dba.errors import DBAError
 from dba.models import load_model
-from dba.scores_cli import load_trained
+from dba.runs import load_trained
 from dba.scores import mc_prompt
 
 _CACHE_LOCK = threading.Lock()
@@ -38,7 +38,7 @@ def run_config(run_dir: Path) -> dict:
 
 
 def load_pair(run_dir: Path):
-    """(base, tuned, kind) for a run, loaded with the library's :func:`dba.scores_cli.load_trained`: kind
+    """(base, tuned, kind) for a run, loaded with the library's :func:`dba.runs.load_trained`: kind
     "adapter" (one PEFT model, base = adapter disabled) or "full" (the base model loaded beside the tuned one)."""
     run_dir = Path(run_dir).resolve()
     with _CACHE_LOCK:
