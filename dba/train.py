@@ -363,11 +363,11 @@ def load_eval_sets(cfg: FinetuneConfig) -> tuple[list[MCItem], list[MCItem]]:
 
 
 def evaluate_model(model, tokenizer, general: list[MCItem], domain: list[MCItem], cfg: FinetuneConfig) -> dict:
-    """S_G, S_D, S of the model as it is now (a dict for metrics.jsonl)."""
+    """S_G, S_D, S of the model as it is now, with their 95 % intervals (a dict for metrics.jsonl)."""
     from .scores import evaluate
 
     sc = evaluate(model, tokenizer, general, domain, scorer=cfg.eval_scorer, max_items=cfg.eval_items)
-    return {"s_g": sc.s_g, "s_d": sc.s_d, "s": sc.s, "detail": sc.detail}
+    return sc.to_record()  # s_g, s_d, s, nll_*, "ci" (95 % intervals), "n" and the per-item "detail"
 
 
 def prepare_anchor(cfg: FinetuneConfig, lm: LoadedModel, general: Corpus | None, run_dir: Path,
