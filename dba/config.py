@@ -588,10 +588,17 @@ class CompareConfig(ConfigBase):
     """Mixture sweep: share of general examples per batch, each in (0, 1)."""
     output_dir: str = "runs/compare"
     """The comparison folder."""
+    seeds: int = 1
+    """Runs per method, with seeds run.seed, run.seed + 1, ... (data order, adapter init); one anchor and one base
+    evaluation shared by all; results get a row per seed and a pooled row per method (seed x item intervals)."""
+    wiseft: list[float] = field(default_factory=list)
+    """WiSE-FT α values (in (0, 1)) at which every finished run's interpolation with the base is scored (no
+    training; cost = scoring time); empty = none."""
 
     def __init__(self, run: FinetuneConfig | None = None, domains: list[str] | None = None,
                  methods: list[str] | None = None, ratios: list[float] | None = None,
-                 output_dir: str = "runs/compare", **run_fields):
+                 output_dir: str = "runs/compare", seeds: int = 1, wiseft: list[float] | None = None,
+                 **run_fields):
         bad = sorted(set(run_fields) - set(_RUN_FIELDS))
         if bad:
             raise DBAError(f"Unknown CompareConfig fields: {', '.join(bad)}.")
@@ -604,6 +611,8 @@ class CompareConfig(ConfigBase):
         object.__setattr__(self, "methods", list(methods) if methods is not None else None)
         object.__setattr__(self, "ratios", list(ratios) if ratios is not None else list(DEFAULT_RATIOS))
         object.__setattr__(self, "output_dir", str(output_dir))
+        object.__setattr__(self, "seeds", seeds)
+        object.__setattr__(self, "wiseft", [float(a) for a in wiseft] if wiseft else [])
         self.validate()
 
     def __getattr__(self, name):  # only called for names that are not the comparison's own
@@ -643,6 +652,13 @@ class CompareConfig(ConfigBase):
             _real("mixture ratio", r)
             if not 0.0 < r < 1.0:
                 _fail(f"Mixture ratio {r} is not in (0, 1) (0 is direct, 1 is general data only).")
+        _whole("seeds", self.seeds, low=1)
+        for a in self.wiseft:
+            _real("WiSE-FT alpha", a)
+            if not 0.0 < a < 1.0:
+                _fail(f"WiSE-FT alpha {a} is not in (0, 1) (0 is the base model, 1 the run itself).")
+        if len(set(self.wiseft)) != len(self.wiseft):
+            _fail("A WiSE-FT alpha is listed twice.")
 
     def run_config(self, **per_run) -> FinetuneConfig:
         """One run's config: ``run`` with the per-run fields changed (a fresh copy; validated)."""
