@@ -123,7 +123,8 @@ def _provenance(run_dir: Path, hide: dict[str, str] | None) -> dict[str, bytes]:
 
 def export_adapter(run_dir: Path, out_dir: Path, hide: dict[str, str] | None = None) -> Path:
     """The run's PEFT adapter (adapter_config.json + adapter_model.safetensors) as a zip, with the run's config,
-    status and metrics under ``dba-run/`` (server folders in ``hide`` replaced, see :func:`scrub`). A full fine-tuning run has no adapter: export its model instead."""
+    status and metrics under ``dba-run/`` (server folders in ``hide`` replaced, see :func:`scrub`). A full
+    fine-tuning run has no adapter: export its model instead."""
     run_dir = Path(run_dir)
     run_config(run_dir)
     if not (run_dir / "adapter").exists():

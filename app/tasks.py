@@ -53,7 +53,8 @@ def model_fields(choice: ModelChoice) -> dict:
 # Global gradient
 
 
-def estimate_anchor(job: Job, choice: ModelChoice, cfg: AnchorConfig, out: Path, lm=None) -> tuple[GlobalGradient, Path]:
+def estimate_anchor(job: Job, choice: ModelChoice, cfg: AnchorConfig, out: Path,
+                    lm=None) -> tuple[GlobalGradient, Path]:
     """Estimate ĝ_G with the library's pipeline, reporting batches done; cancellable between batches."""
     if lm is None:
         job.set_phase("load", f"loading {choice.describe()}")
@@ -93,13 +94,24 @@ def anchor_job(ws: Workspace, cfg: AnchorConfig):
     return work
 
 
-def check_anchor(ws: Workspace, path: str) -> GlobalGradient:
-    """Load a saved anchor against the session's model (AnchorMismatchError when it belongs to another)."""
-    lm = load_choice(ws.model)
-    g = GlobalGradient.load(path, lm.model)
-    with ws.lock:
-        ws.anchor_path, ws.anchor_model = str(path), ws.model.as_dict()
-    return g
+def check_anchor_job(ws: Workspace, path: Path):
+    """The "load a saved anchor" upload: load it against the session's model (it fails with the engine's
+    AnchorMismatchError when it belongs to another, and the stored copy is deleted). A job, since it loads the model."""
+    choice = ModelChoice(**ws.model.as_dict())
+
+    def work(job: Job) -> None:
+        job.set_phase("load", f"loading {choice.describe()} to check the anchor")
+        try:
+            lm = load_choice(choice)
+            g = GlobalGradient.load(str(path), lm.model)
+        except BaseException:
+            Path(path).unlink(missing_ok=True)
+            raise
+        with ws.lock:
+            ws.anchor_path, ws.anchor_model = str(path), choice.as_dict()
+        job.note("Anchor loaded: it fits the model; DBA runs of this session will use it.")
+        job.touch(result={"anchor": str(path), "summary": g.summary()})
+    return work
 
 
 # --------------------------------------------------------------------------------------------------------------------

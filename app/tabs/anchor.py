@@ -91,22 +91,18 @@ def wire(ctx: Ctx, t: SimpleNamespace) -> None:
         if not file:
             raise DBAError("Choose a saved anchor (.safetensors) first.")
         stored, _ = page.accept(ws, "anchor", file)
-        try:
-            g = tasks.check_anchor(ws, str(stored))
-        except DBAError:
-            stored.unlink(missing_ok=True)
-            uploads.discard(file)
-            raise
-        gr.Info("Anchor loaded: it fits the model; DBA runs of this session will use it.")
-        return views.anchor_summary_md(g.summary(), str(stored)), views.spectrum_figure(g)
+        job = page.start(ws, "anchor", f"Check the saved anchor {stored.name} against {ws.model.name}",
+                         tasks.check_anchor_job(ws, stored))
+        return page.started(job), "Checking the anchor against the model… (its summary appears here)"
 
-    t.load_file.upload(load_anchor, [ctx.sid, t.load_file], [t.md, t.plot], api_name="load_anchor")
+    t.load_file.upload(load_anchor, [ctx.sid, t.load_file], [ctx.job_html, t.md], api_name="load_anchor")
 
 
 def render(ctx: Ctx, t: SimpleNamespace, job, ws, runs, moved) -> dict:
     res = job.result
     if not res.get("summary"):
-        return {t.md: f"**{html.escape(job.title)}** — {job.state}: {html.escape(job.message)}"}
+        error = f"\n\n⚠ {html.escape(job.error)}" if job.error else ""
+        return {t.md: f"**{html.escape(job.title)}** — {job.state}: {html.escape(job.message)}{error}"}
     if "final" not in moved:
         return {}
     out = {t.md: views.anchor_summary_md(res["summary"], res.get("anchor"))}
