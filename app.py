@@ -1,8 +1,8 @@
 """DBA Studio: ``python app.py`` opens the app on http://127.0.0.1:7860 (the embedded default model; CPU or GPU).
 
-Also the Hugging Face Space's ``app_file``. Settings come from environment variables (DBA_STUDIO_MODEL,
-DBA_STUDIO_PORT, DBA_STUDIO_HOST, DBA_STUDIO_PRESET, DBA_STUDIO_RUNS, DBA_STUDIO_UPLOAD_MB, DBA_STUDIO_DEVICE —
-see app/settings.py).
+Also the Hugging Face Space's ``app_file``, where it runs in public mode (fixed model list, limits, isolated
+sessions; ``DBA_STUDIO_PUBLIC=1`` does the same elsewhere). Settings come from environment variables ``DBA_STUDIO_*``:
+the table is in app/settings.py, public mode's in the README's Space section.
 """
 from __future__ import annotations
 
