@@ -301,9 +301,12 @@ def model_card(run: dict, kind: str = "adapter", merged_from_quantized: str | No
                                                         last_ev)):
             if rec is not None:
                 L.append(f"| {label} | {_score(rec, 's_g')} | {_score(rec, 's_d')} | {_score(rec, 's')} |")
+        has_ci = any(_interval(r, k) for r in (base_ev, last_ev) if r for k in ("s_g", "s_d", "s"))
         L += ["", f"Scorer `{cfg.get('eval_scorer', 'mean')}`, "
               + (f"first {cfg.get('eval_items')} items of each set." if cfg.get("eval_items") else "all items.")
-              + " Small evaluation sets: read the intervals before the digits.", ""]
+              + (" Small evaluation sets: read the intervals before the digits." if has_ci else
+                 " The run recorded no intervals: on small evaluation sets, differences of a few points are noise "
+                 "(`dba eval` gives 95 % intervals)."), ""]
     else:
         L += ["No evaluation was recorded for this run.", ""]
 
