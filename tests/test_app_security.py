@@ -8,6 +8,7 @@ the sweep of old sessions. The app runs in-process on a free local port with the
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 import threading
@@ -232,9 +233,14 @@ def test_two_sessions_are_isolated(app, tmp_path):
             r = httpx.get(f"{url}/gradio_api/file={f}", timeout=30)
             assert r.status_code == 403, (f, r.status_code)
             assert b"Secret of A" not in r.content
-        # what Gradio does serve is its own cache, under a secret-seeded content hash only A was told
-        served = httpx.get(f"{url}/gradio_api/file={zpath}", timeout=30)
-        assert served.status_code in (200, 403)  # (the client's download folder is not the server's cache)
+        # what Gradio does hand out is its own cached copy, under a folder named by a secret-seeded hash of the
+        # contents, told only to the session that asked (A here, through its own Gradio session)
+        kind, out = raw_call(url, "export_adapter", [a_ref], a.session_hash)
+        assert kind == "complete", out
+        cached = Path(out[0]["path"])
+        assert re.fullmatch(r"[0-9a-f]{64}", cached.parent.name), cached
+        assert httpx.get(f"{url}/gradio_api/file={cached}", timeout=30).status_code == 200
+        assert a_ws.folder not in str(cached) and a_id not in str(cached)
     finally:
         a.close()
         b.close()
