@@ -287,6 +287,8 @@ def _object_rows(obj, split: str) -> list[dict]:
     """Rows of an in-memory data set (see the module docstring)."""
     kind = type(obj).__name__
     if isinstance(obj, dict) and obj and all(not isinstance(v, (str, bytes, int, float)) for v in obj.values()):
+        if split not in obj and any(k in obj for k in _ROW_KEYS):
+            raise DataError(f"This {kind} looks like ONE row ({', '.join(map(str, obj))}); pass a list of rows.")
         if split not in obj:  # a DatasetDict or {"train": [...], ...}
             raise DataError(f"The {kind} holds the splits {', '.join(map(str, obj))}, not {split!r}; pass one split "
                             "(e.g. dataset['train']).")
@@ -313,6 +315,7 @@ def _object_rows(obj, split: str) -> list[dict]:
     return rows
 
 
+_ROW_KEYS = ("text", "instruction", "prompt", "messages", "conversations")
 _SPLIT_NAMES = ("train", "validation", "valid", "test", "eval", "dev")
 _METADATA_FILES = ("dataset_info.json", "dataset_infos.json", "dataset_dict.json", "state.json")
 

@@ -503,6 +503,8 @@ def test_in_memory_data_sets(tok, tmp_path):
     assert read_rows(FakeDataset(ROWS)) == ROWS
     with pytest.raises(DataError, match="splits train, test, not 'validation'"):
         load_corpus({"train": ROWS, "test": ROWS}, tok, split="validation")
+    with pytest.raises(DataError, match="looks like ONE row"):
+        load_corpus({"messages": CHAT}, tok)
     with pytest.raises(DataError, match="item 1 of the list is a str"):
         load_corpus([ROWS[0], "oops"], tok)
     with pytest.raises(DataError, match="not iterable"):
