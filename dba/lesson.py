@@ -1,0 +1,655 @@
+"""The five-minute lesson as a library recipe: a class *sees* forgetting, its cure, and the proof in the model's own
+words.
+
+:func:`run_lesson` does, on one model and one domain, with the same data order, seed and steps for both runs:
+
+1. loads the base model; its scores on the lesson's quizzes (S_G general, S_D domain, each with a 95 % interval) and
+   its answers to :data:`QUESTIONS` — **cached** (:mod:`dba.cache`: weight fingerprint + item hashes + settings);
+2. the global gradient ĝ_G, only when the remedy needs it — **cached** (weight fingerprint + corpus hash + anchor
+   settings);
+3. **direct** fine-tuning and **the remedy** (:data:`LESSON_REMEDY`, a DBA-family method or ``mixture``), scored on
+   the way (every ``eval_every`` steps) and at the end, each final model answering :data:`QUESTIONS` greedily;
+4. a closing summary in plain words (:func:`summarise`): which differences are outside the noise and which are not
+   (paired item bootstrap, :func:`dba.scores.paired_delta`; wording from :func:`dba.stats.describe_difference`), and
+   plainly when the remedy did not hold.
+
+Everything it produces is ONE JSON-able record (:func:`run_lesson`'s return value): the config, metrics over steps per
+run (compact evaluation records with intervals), the answers, the summary, timings and cache use. A recorded lesson
+file is that record (:func:`save_record` / :func:`load_record`); :func:`figures` and :func:`answers_table` draw any
+record, live or recorded, with the same code. Progress goes to ``callback(event)`` (see :func:`run_lesson`).
+"""
+from __future__ import annotations
+
+import copy
+import gc
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .config import CompareConfig, ConfigBase, preset
+from .errors import DBAError, DivergedError
+from .io import atomic_write_json
+
+LESSON_REMEDY = "dba"
+"""The remedy the lesson runs beside direct fine-tuning: a name of :data:`dba.methods.METHODS` (a DBA-family method,
+or ``mixture`` at :data:`LESSON_MIXTURE_RATIO`). It should be the best DBA-family variant measured in the study
+regime (docs/defaults.md, issue 13); until that measurement is in, the lesson runs ``dba`` (the reconstruction of
+the paper). Change it here, or per lesson with ``LessonConfig.remedy`` / ``scripts/record_lesson.py --remedy``."""
+
+LESSON_MIXTURE_RATIO = 0.25
+"""The general share of each batch when the remedy is ``mixture`` (25 % prevented forgetting in the first full
+round, DESIGN.md §6)."""
+
+RECORD_FORMAT = "dba-lesson"
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Question:
+    """A fixed general question and the words that count as its answer."""
+
+    text: str
+    accept: tuple[str, ...]
+    """A reply "says the answer" when it names any of these (whole words, case-insensitive:
+    :func:`dba.scores.choices_named`)."""
+
+
+QUESTIONS: tuple[Question, ...] = (
+    Question("What is the capital of France?", ("Paris",)),
+    Question("What is 7 + 5?", ("12", "twelve")),
+    Question("What colour is the sky on a clear day?", ("blue",)),
+    Question("How many legs does a spider have?", ("8", "eight")),
+    Question("What is the opposite of hot?", ("cold",)),
+)
+"""The questions every model of the lesson answers (base at the start; direct and the remedy at the end). Plain
+general knowledge a 135M chat model gets right, so a wrong or drifting answer is visible forgetting."""
+
+
+@dataclass
+class LessonConfig(ConfigBase):
+    """One lesson: a preset's run, fine-tuned twice (direct and the remedy) on one domain."""
+
+    preset: str = "lesson"
+    """The run sizes: a :func:`dba.config.preset` name (``lesson``: full fine-tuning, η_0 1e-3, 20 steps × 8;
+    ``smoke`` on the tiny model for tests)."""
+    remedy: str = LESSON_REMEDY
+    """The method run beside direct fine-tuning: a DBA-family name of :data:`dba.methods.METHODS` or ``mixture``."""
+    domain: str = "finance"
+    """The domain to learn: a bundled name or a file/folder."""
+    model: str | None = None
+    """The model (None = the preset's: the embedded default; ``tiny`` for tests)."""
+    device: str | None = None
+    """auto, cpu, cuda ... (None = the preset's, auto)."""
+    eval_every: int | None = None
+    """Score the models every N steps on the way (None = the preset's ``eval_every``, else half the run: one
+    intermediate evaluation per run, which keeps the lesson within its time on 2 CPU cores; 0 = start and end only)."""
+    mixture_ratio: float = LESSON_MIXTURE_RATIO
+    """General share of each batch when the remedy is ``mixture``."""
+    answer_tokens: int = 40
+    """Longest answer to a lesson question, in tokens (the reply shown is its first line)."""
+    output_dir: str = "runs/lesson"
+    """The lesson folder: its two run folders go under ``runs/``; ``lesson.json`` is the record."""
+    cache: bool = True
+    """Reuse (and store) the base model's scores and answers and the global gradient (:mod:`dba.cache`)."""
+    cache_dir: str | None = None
+    """Where the cache lives (None = ``$DBA_RESULT_CACHE`` or ``~/.cache/dba-studio/results``)."""
+
+    def validate(self) -> None:
+        from .methods import METHODS
+
+        preset(self.preset)  # an unknown name raises
+        m = METHODS.get(self.remedy)
+        if m is None or not m.trains or self.remedy == "direct" or m.kind not in ("dba", "mixture"):
+            choices = [n for n, x in METHODS.items() if x.trains and x.kind in ("dba", "mixture")]
+            raise DBAError(f"The lesson's remedy must be a DBA-family method or mixture ({', '.join(choices)}); "
+                           f"got {self.remedy!r}.")
+        if self.eval_every is not None and (isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int)
+                                            or self.eval_every < 0):
+            raise DBAError(f"eval_every must be a whole number ≥ 0 (0 = start and end only), got {self.eval_every!r}.")
+        if not 0.0 < float(self.mixture_ratio) < 1.0:
+            raise DBAError(f"mixture_ratio must be strictly between 0 and 1, got {self.mixture_ratio!r}.")
+        if self.answer_tokens < 1:
+            raise DBAError(f"answer_tokens must be at least 1, got {self.answer_tokens}.")
+
+
+class LessonCancelled(DBAError):
+    """The lesson was cancelled (the record so far is in the exception's ``record``)."""
+
+    def __init__(self, msg: str, record: dict):
+        super().__init__(msg)
+        self.record = record
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Planning
+
+
+def lesson_compare_config(cfg: LessonConfig) -> CompareConfig:
+    """The lesson as a two-method comparison of the preset's run (so each run's config is planned exactly as
+    ``dba compare`` plans it: :func:`dba.compare.plan_runs`)."""
+    p = preset(cfg.preset)
+    run = p.run_config(domain=cfg.domain)
+    if cfg.model:
+        run.model = cfg.model
+    if cfg.device:
+        run.device = cfg.device
+    if cfg.eval_every is not None:
+        run.eval_every = cfg.eval_every
+    elif not run.eval_every:
+        run.eval_every = max(1, math.ceil(run.steps / 2))
+    if run.eval_every >= run.steps:
+        run.eval_every = 0
+    return CompareConfig(run=run, domains=[cfg.domain], methods=["direct", cfg.remedy], ratios=[cfg.mixture_ratio],
+                         output_dir=str(cfg.output_dir))
+
+
+def plan(cfg: LessonConfig):
+    """The two runs (:class:`dba.compare.RunSpec`): direct first, then the remedy."""
+    from .compare import plan_runs
+
+    specs = plan_runs(lesson_compare_config(cfg))
+    return sorted(specs, key=lambda s: s.method != "direct")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The model's own words
+
+
+def ask(lm, questions=QUESTIONS, max_new_tokens: int = 40) -> list[dict]:
+    """Each question answered greedily by the loaded model (the batched generation of :func:`dba.scores.
+    score_generation`, chat template, first line of the reply): ``[{"reply", "says_answer"}]``."""
+    from .data import MCItem
+    from .scores import choices_named, score_generation
+
+    items = [MCItem(question=q.text, choices=list(q.accept), answer=0) for q in questions]
+    res = score_generation(lm.model, lm.tokenizer, items, max_new_tokens=max_new_tokens, batch_size=len(items))
+    return [{"reply": r, "says_answer": bool(choices_named(r, q.accept))} for r, q in zip(res.replies, questions)]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Compact records
+
+
+_STEP_KEYS = ("step", "loss", "lr", "rho", "lam", "gamma", "grad_norm", "anchor_norm", "skipped", "tokens", "elapsed")
+
+
+def compact_step(rec: dict) -> dict:
+    return {"type": "step", **{k: rec[k] for k in _STEP_KEYS if k in rec}}
+
+
+def compact_eval(rec: dict, keep_items: bool = False) -> dict:
+    """An evaluation record without the bulk: scores, their 95 % intervals (``ci``), item counts, each set's
+    log-likelihood and generation accuracies, and (``keep_items``) the per-item scores the summary's paired
+    differences need."""
+    from .scores import scores_from_record
+
+    sc = scores_from_record(rec)
+    detail = rec.get("detail") or {}
+    small = {"scorer": detail.get("scorer")}
+    for name in ("general", "domain"):
+        d = detail.get(name)
+        if not isinstance(d, dict):
+            continue
+        s = {k: d.get(k) for k in ("n", "loglik", "gen")}
+        per = d.get("per_item") or {}
+        if keep_items and per.get("score") is not None:
+            s["per_item"] = {"score": per.get("score"), "id": per.get("id")}
+        small[name] = s
+    out = {"type": "eval", "step": int(rec.get("step", 0)), "s_g": sc.s_g, "s_d": sc.s_d, "s": sc.s,
+           "ci": {k: (list(v) if v is not None else None) for k, v in (sc.ci or {}).items() if k in ("s_g", "s_d", "s")},
+           "n": {"general": sc.n_g, "domain": sc.n_d}, "detail": small}
+    return out
+
+
+def _scores(ev: dict | None):
+    from .scores import scores_from_record
+
+    return None if ev is None else scores_from_record(ev)
+
+
+def _machine() -> dict:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"system": f"{platform.system()} {platform.machine()}", "cpu_cores": cores,
+            "torch_threads": torch.get_num_threads(), "gpu": gpu, "python": platform.python_version(),
+            "torch": torch.__version__,
+            "text": (f"GPU {gpu}" if gpu else f"{cores} CPU cores") + f", {platform.system()} {platform.machine()}"}
+
+
+def _free():
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The lesson
+
+
+def run_lesson(cfg: LessonConfig | None = None, *, callback: Callable[[dict], None] | None = None, cancel=None,
+               progress: bool = False, questions=QUESTIONS, command: str | None = None) -> dict:
+    """Run the lesson and return its record (also written to ``<output_dir>/lesson.json``).
+
+    ``callback(event)`` receives, in order:
+
+    - ``{"type": "lesson", "phase": ..., "message": ...}`` at each phase (``load``, ``base``, ``anchor``, ``run``,
+      ``final``, ``answers``, ``summary``, ``done``), with ``cache`` (a :class:`dba.cache.CacheUse` dict) after the
+      base scores and the anchor, ``done``/``total`` during an anchor pass, and ``label``/``method``/``steps``/
+      ``run_dir`` when a run starts;
+    - ``{"type": "base", "eval": ..., "answers": [...]}`` once the base model is scored;
+    - every record of each run (``step``, ``eval``, ``phase``) with ``"run": label`` added;
+    - ``{"type": "answers", "run": label, "answers": [...]}`` after each run's final evaluation;
+    - ``{"type": "summary", "summary": ...}`` at the end.
+
+    ``cancel``: a ``threading.Event`` (or a callable) checked between phases, batches and steps; a cancelled lesson
+    raises :class:`LessonCancelled`. ``command``: how the lesson was started (kept in the record)."""
+    from .anchor import load_anchor_corpus
+    from .cache import cached_anchor, cached_json, scores_key
+    from .methods import METHODS
+    from .models import load_model
+    from .scores import evaluate
+    from .train import _seed_everything, evaluate_model, finetune, load_eval_sets
+
+    cfg = cfg or LessonConfig()
+    cfg.validate()
+    t_start = time.perf_counter()
+    out = Path(cfg.output_dir)
+    specs = plan(cfg)
+    for s in specs:
+        if (s.run_dir / "status.json").exists():
+            raise DBAError(f"{out} already holds a lesson; choose another folder.")
+    run = specs[0].config
+    remedy = next(s for s in specs if s.method != "direct")
+    method = METHODS[cfg.remedy]
+
+    def emit(ev: dict) -> None:
+        if callback is not None:
+            callback(ev)
+
+    def phase(name: str, message: str, **kw) -> None:
+        emit({"type": "lesson", "phase": name, "message": message, **kw})
+
+    def cancelled() -> bool:
+        if cancel is None:
+            return False
+        return cancel.is_set() if hasattr(cancel, "is_set") else bool(cancel())
+
+    record: dict = {
+        "format": RECORD_FORMAT, "version": RECORD_VERSION, "status": "running",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": _machine(), "command": command,
+        "config": cfg.to_dict(),
+        "run": {k: v for k, v in run.to_dict().items() if k in (
+            "model", "quantization", "lora", "domain", "general", "steps", "batch_size", "max_length", "seed",
+            "eval_every", "eval_items", "eval_scorer", "anchor_batches")} | {"lr": run.dba.anneal.lr},
+        "remedy": {"name": cfg.remedy, "label": remedy.label, "summary": method.summary, "kind": method.kind,
+                   "needs_anchor": method.needs_anchor},
+        "questions": [{"text": q.text, "accept": list(q.accept)} for q in questions],
+        "base": None, "runs": [], "summary": None, "timings": {}, "cache": {},
+    }
+    timings = record["timings"]
+
+    def stop(where: str):
+        record["status"] = "cancelled"
+        timings["total"] = round(time.perf_counter() - t_start, 3)
+        raise LessonCancelled(f"Lesson cancelled {where}.", record)
+
+    # 1. the base model: scores and answers (cached), and ĝ_G (cached) when the remedy needs it
+    phase("load", f"loading {run.model}")
+    t0 = time.perf_counter()
+    _seed_everything(run.seed)
+    lm = load_model(run.model, quantization=run.quantization, lora=run.lora, device=run.device, dtype=run.dtype,
+                    trust_remote_code=run.trust_remote_code)
+    gen_eval, dom_eval = load_eval_sets(run)
+    if run.eval_items:
+        gen_eval, dom_eval = gen_eval[:run.eval_items], dom_eval[:run.eval_items]
+    if not gen_eval or not dom_eval:
+        raise DBAError(f"The lesson needs a general and a domain eval set; {run.domain!r} has "
+                       f"{len(dom_eval)} domain items and the general set {len(gen_eval)}.")
+    timings["load"] = round(time.perf_counter() - t0, 3)
+
+    if cancelled():
+        stop("before the base evaluation")
+    phase("base", "scoring the base model and asking it the lesson's questions")
+    t0 = time.perf_counter()
+    key = scores_key(lm, gen_eval, dom_eval, scorer=run.eval_scorer, max_new_tokens=32,
+                     questions=record["questions"], answer_tokens=cfg.answer_tokens)
+
+    def base_now():
+        sc = evaluate(lm.model, lm.tokenizer, gen_eval, dom_eval, scorer=run.eval_scorer)
+        return {"eval": {"type": "eval", "step": 0, "s_g": sc.s_g, "s_d": sc.s_d, "s": sc.s, "detail": sc.detail},
+                "answers": ask(lm, questions, cfg.answer_tokens)}
+
+    base, use = cached_json("lesson-base", key, base_now, cache_dir=cfg.cache_dir, enabled=cfg.cache)
+    base_eval = base["eval"]
+    record["base"] = {"eval": compact_eval(base_eval, keep_items=True), "answers": base["answers"]}
+    record["cache"]["base"] = use.to_dict()
+    timings["base"] = round(time.perf_counter() - t0, 3)
+    phase("base", use.describe(), cache=use.to_dict())
+    emit({"type": "base", "eval": record["base"]["eval"], "answers": base["answers"]})
+
+    anchor = None
+    if method.needs_anchor:
+        if cancelled():
+            stop("before the global gradient")
+        acfg = run.anchor_config()
+        phase("anchor", f"the global gradient ĝ_G ({acfg.batches} general batches, or the cached one)",
+              total=acfg.batches)
+        t0 = time.perf_counter()
+
+        def on_batch(done, total, seconds):
+            if cancelled():
+                raise LessonCancelled("Lesson cancelled during the global gradient.", record)
+            phase("anchor", f"global gradient: batch {done}/{total or acfg.batches}", done=done,
+                  total=total or acfg.batches)
+
+        try:
+            anchor, use = cached_anchor(lm, acfg, corpus=load_anchor_corpus(acfg, lm.tokenizer),
+                                        cache_dir=cfg.cache_dir, enabled=cfg.cache, progress=progress,
+                                        callback=on_batch)
+        except LessonCancelled:
+            stop("during the global gradient")
+        if not cfg.cache:  # the run records the anchor it used: keep it beside the runs
+            anchor.save(out / "anchor.safetensors")
+        record["cache"]["anchor"] = use.to_dict()
+        timings["anchor"] = round(time.perf_counter() - t0, 3)
+        phase("anchor", use.describe(), cache=use.to_dict())
+    del lm
+    _free()
+
+    # 2. direct, then the remedy: same data order, seed and steps
+    timings["runs"] = {}
+    for spec in specs:
+        if cancelled():
+            stop(f"before {spec.label}")
+        ft = copy.copy(spec.config)
+        if spec.needs_anchor:
+            ft.anchor = anchor.meta.get("path")
+        phase("run", f"fine-tuning: {spec.label}", label=spec.label, method=spec.method, steps=ft.steps,
+              run_dir=str(spec.run_dir), config=ft.to_dict())
+        entry = {"label": spec.label, "method": spec.method, "run_as": ft.method, "run_dir": str(spec.run_dir),
+                 "config": {"method": ft.method, "mixture_ratio": ft.mixture_ratio, "seed": ft.seed,
+                            "dba": ft.dba.to_dict()},
+                 "status": "running", "metrics": [dict(record["base"]["eval"], shared=True)], "answers": None}
+        record["runs"].append(entry)
+        clock = {"eval": 0.0, "last": time.perf_counter()}
+
+        def on_record(rec, entry=entry, clock=clock):
+            kind = rec.get("type")
+            now = time.perf_counter()
+            if kind == "step":
+                entry["metrics"].append(compact_step(rec))
+                clock["last"] = now
+            elif kind == "eval":
+                entry["metrics"].append(compact_eval(rec))
+                clock["eval"] += now - clock["last"]
+                clock["last"] = now
+            emit({**rec, "run": entry["label"]})
+
+        t0 = time.perf_counter()
+        try:
+            r = finetune(ft, cancel=cancel, callback=on_record, progress=progress,
+                         anchor=anchor if spec.needs_anchor else None, keep_model=True)
+        except DivergedError as e:
+            entry["status"], entry["error"] = "diverged", str(e)
+            timings["runs"][spec.label] = {"total": round(time.perf_counter() - t0, 3)}
+            continue
+        if r.status != "completed":
+            entry["status"] = r.status
+            stop(f"during {spec.label}")
+        train_seconds = round(time.perf_counter() - t0, 3)
+        phase("final", f"{spec.label}: scoring the fine-tuned model")
+        t1 = time.perf_counter()
+        final = {"type": "eval", "step": ft.steps, **evaluate_model(r.loaded.model, r.loaded.tokenizer, gen_eval,
+                                                                      dom_eval, ft)}
+        entry["metrics"].append(compact_eval(final, keep_items=True))
+        emit({**final, "run": spec.label})
+        final_eval = time.perf_counter() - t1
+        phase("answers", f"{spec.label}: asking the fine-tuned model the lesson's questions")
+        t1 = time.perf_counter()
+        entry["answers"] = ask(r.loaded, questions, cfg.answer_tokens)
+        answer_seconds = time.perf_counter() - t1
+        emit({"type": "answers", "run": spec.label, "answers": entry["answers"]})
+        entry["status"] = "completed"
+        timings["runs"][spec.label] = {"run": train_seconds, "evaluations_during": round(clock["eval"], 3),
+                                       "final_evaluation": round(final_eval, 3),
+                                       "answers": round(answer_seconds, 3),
+                                       "total": round(time.perf_counter() - t0, 3)}
+        r.loaded = None
+        del r
+        _free()
+
+    # 3. the summary
+    timings["total"] = round(time.perf_counter() - t_start, 3)
+    record["summary"] = summarise(record)
+    record["status"] = "completed"
+    phase("summary", "summary written")
+    emit({"type": "summary", "summary": record["summary"]})
+    save_record(record, out / "lesson.json")
+    phase("done", f"lesson finished in {timings['total']:.0f} s")
+    return record
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reading a record: summary, answers, figures
+
+
+def _final_eval(entry: dict) -> dict | None:
+    evals = [m for m in entry.get("metrics") or [] if m.get("type") == "eval"]
+    return max(evals, key=lambda m: m["step"]) if evals else None
+
+
+def _pts(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def _with_ci(ev: dict, key: str) -> str:
+    ci = (ev.get("ci") or {}).get(key)
+    v = ev.get(key)
+    if v is None:
+        return "–"
+    return f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.2f}"
+
+
+def summarise(record: dict) -> dict:
+    """The closing summary of a lesson record: ``{"text": markdown, "verdicts": {...}, "differences": {...}}``.
+
+    Every difference is a paired item bootstrap interval (:func:`dba.scores.paired_delta`) and is called "outside
+    the noise" only when that interval excludes 0 (:func:`dba.stats.within_noise`). Verdicts (None when not
+    measured): ``direct_forgot`` (direct's S_G below base, outside the noise), ``direct_learned`` (its S_D above
+    base, outside the noise), ``remedy_held`` (the remedy's S_G is not below base by more than its interval),
+    ``remedy_learned``, ``remedy_kept_more`` (the remedy's S_G above direct's, outside the noise)."""
+    from .scores import paired_delta
+    from .stats import describe_difference
+
+    base_ev = (record.get("base") or {}).get("eval")
+    base = _scores(base_ev)
+    runs = {r["label"]: r for r in record.get("runs") or []}
+    remedy = (record.get("remedy") or {}).get("label")
+    finals = {lab: _final_eval(r) for lab, r in runs.items()
+              if r.get("status") == "completed" and _final_eval(r) is not None}
+    sc = {lab: _scores(ev) for lab, ev in finals.items()}
+    diffs: dict = {}
+
+    def d(a, b):
+        if a is None or b is None:
+            return {}
+        try:
+            return paired_delta(a, b)
+        except DBAError:
+            return {}
+
+    for lab in sc:
+        diffs[f"{lab} - base"] = {k: (v.to_dict() if v is not None else None)
+                                  for k, v in d(sc[lab], base).items() if k in ("s_g", "s_d", "s")}
+    if "direct" in sc and remedy in sc:
+        diffs[f"{remedy} - direct"] = {k: (v.to_dict() if v is not None else None)
+                                       for k, v in d(sc[remedy], sc["direct"]).items() if k in ("s_g", "s_d", "s")}
+
+    from .stats import Interval
+
+    def iv(name, key):
+        x = (diffs.get(name) or {}).get(key)
+        return Interval.from_dict(x) if x else None
+
+    lines = ["### What happened"]
+    if base_ev:
+        lines.append(f"- **Base model**: S_G {_with_ci(base_ev, 's_g')}, S_D {_with_ci(base_ev, 's_d')}")
+    for lab, ev in finals.items():
+        lines.append(f"- **{lab}**: S_G {_with_ci(ev, 's_g')} ({describe_difference(iv(f'{lab} - base', 's_g'))} "
+                     f"vs base), S_D {_with_ci(ev, 's_d')} ({describe_difference(iv(f'{lab} - base', 's_d'))})")
+    for lab, r in runs.items():
+        if r.get("status") not in ("completed",):
+            lines.append(f"- **{lab}**: {r.get('status')}" + (f" — {r['error']}" if r.get("error") else ""))
+
+    v: dict = {k: None for k in ("direct_forgot", "direct_learned", "remedy_held", "remedy_learned",
+                                 "remedy_kept_more")}
+    g = iv("direct - base", "s_g")
+    lines.append("")
+    if g is not None:
+        v["direct_forgot"] = g.hi < 0
+        if g.hi < 0:
+            lines.append(f"**Direct fine-tuning forgot**: its general score fell by {-100 * g.estimate:.1f} points, "
+                         f"outside the noise (95 % interval {describe_difference(g)}).")
+        elif g.lo > 0:
+            lines.append(f"**Direct fine-tuning did not forget**: its general score *rose* "
+                         f"({describe_difference(g)}).")
+        else:
+            lines.append(f"**Direct fine-tuning did not forget measurably here**: the change of its general score "
+                         f"is {describe_difference(g)}.")
+    dd = iv("direct - base", "s_d")
+    if dd is not None:
+        v["direct_learned"] = dd.lo > 0
+        lines.append(f"Direct's domain score: {describe_difference(dd)} — "
+                     + ("it learned the domain." if dd.lo > 0 else "no domain gain outside the noise."))
+    rg = iv(f"{remedy} - base", "s_g")
+    if rg is not None:
+        v["remedy_held"] = rg.hi >= 0
+        if rg.hi >= 0:
+            lines.append(f"**The remedy ({remedy}) held**: its general score is not below the base model's by more "
+                         f"than the noise ({describe_difference(rg)}).")
+        else:
+            lines.append(f"**The remedy ({remedy}) did not hold**: its general score fell by "
+                         f"{-100 * rg.estimate:.1f} points, outside the noise ({describe_difference(rg)}).")
+    elif remedy in runs and runs[remedy].get("status") != "completed":
+        v["remedy_held"] = False
+        lines.append(f"**The remedy ({remedy}) did not hold**: the run {runs[remedy].get('status')}.")
+    rd = iv(f"{remedy} - base", "s_d")
+    if rd is not None:
+        v["remedy_learned"] = rd.lo > 0
+        lines.append(f"The remedy's domain score: {describe_difference(rd)} — "
+                     + ("it learned the domain." if rd.lo > 0 else "no domain gain outside the noise."))
+    kd = iv(f"{remedy} - direct", "s_g")
+    if kd is not None:
+        v["remedy_kept_more"] = kd.lo > 0
+        lines.append(f"{remedy} vs direct on general questions: {describe_difference(kd)} — "
+                     + ("the remedy kept more, outside the noise." if kd.lo > 0 else
+                        "direct kept more, outside the noise." if kd.hi < 0 else "no difference outside the noise."))
+    # the model's own words
+    qs = record.get("questions") or []
+    says = []
+    if record.get("base") and record["base"].get("answers"):
+        says.append(("base", record["base"]["answers"]))
+    says += [(lab, r["answers"]) for lab, r in runs.items() if r.get("answers")]
+    if qs and says:
+        parts = [f"{lab} {sum(a['says_answer'] for a in ans)} of {len(qs)}" for lab, ans in says]
+        lines.append(f"\n**In its own words** — says the expected answer: {', '.join(parts)}.")
+    # cost and caveats
+    t = record.get("timings") or {}
+    cache = record.get("cache") or {}
+    used = [k for k, c in cache.items() if c and c.get("hit")]
+    cost = f"\nThe lesson took {t.get('total', 0):.0f} s"
+    if used:
+        names = {"base": "the base model's scores and answers", "anchor": "the global gradient"}
+        cost += " (from the cache: " + " and ".join(names.get(k, k) for k in used) + ")"
+    lines.append(cost + ".")
+    n = (base_ev or {}).get("n") or {}
+    lines.append(f"\n*One run, one seed, {n.get('general')} general and {n.get('domain')} domain questions; intervals "
+                 "are 95 % paired bootstrap intervals over the questions (dba.stats). \"Within the noise\" means "
+                 "the interval of the difference contains 0.*")
+    return {"text": "\n".join(lines), "verdicts": v, "differences": diffs}
+
+
+def answers_table(record: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the side-by-side answers: question, base (start), then each run (end). A reply that does
+    not say the expected answer is marked ✗, one that does ✓."""
+    qs = record.get("questions") or []
+    cols = [("base (start)", (record.get("base") or {}).get("answers"))]
+    cols += [(f"{r['label']} (end)", r.get("answers")) for r in record.get("runs") or []]
+    header = ["question"] + [c for c, _ in cols]
+    rows = []
+    for i, q in enumerate(qs):
+        row = [q["text"]]
+        for _, ans in cols:
+            if not ans or i >= len(ans):
+                row.append("…")
+            else:
+                a = ans[i]
+                row.append(("✓ " if a["says_answer"] else "✗ ") + (a["reply"] or "(no answer)"))
+        rows.append(row)
+    return header, rows
+
+
+def answers_markdown(record: dict) -> str:
+    header, rows = answers_table(record)
+    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def plot_runs(record: dict) -> list[dict]:
+    """The record's runs as the run dicts :mod:`dba.plots` takes (label, config, metrics, status)."""
+    return [{"label": r["label"], "dir": r.get("run_dir"), "config": r.get("config") or {"method": r["method"]},
+             "status": {"status": r.get("status")}, "metrics": list(r.get("metrics") or [])}
+            for r in record.get("runs") or []]
+
+
+def figures(record: dict, want=("scores", "plane", "loss")) -> dict:
+    """The lesson's figures from a record (live or recorded): ``scores`` (S_G and S_D over steps, with the
+    intervals), ``plane`` (the score plane), ``loss`` (training loss)."""
+    from . import plots
+
+    runs = plot_runs(record)
+    out = {}
+    if "scores" in want:
+        out["scores"] = plots.scores_over_steps(runs)
+    if "plane" in want:
+        base = ((record.get("base") or {}).get("eval"))
+        out["plane"] = plots.score_plane(runs, base=base)
+    if "loss" in want:
+        out["loss"] = plots.loss_curves(runs)
+    return out
+
+
+def save_record(record: dict, path: str | Path) -> Path:
+    """Write a lesson record as JSON, atomically."""
+    return atomic_write_json(path, record)
+
+
+def load_record(path: str | Path) -> dict:
+    """Read a lesson record (a recorded lesson file or a lesson folder's ``lesson.json``); a clear error for a file
+    that is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise DBAError(f"Lesson record not found: {path}.")
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DBAError(f"{path} is not a lesson record ({e}).") from None
+    if not isinstance(rec, dict) or rec.get("format") != RECORD_FORMAT:
+        raise DBAError(f"{path} is not a lesson record (no format {RECORD_FORMAT!r}).")
+    if int(rec.get("version", 0)) > RECORD_VERSION:
+        raise DBAError(f"{path} was written by a newer DBA Studio (lesson record version {rec.get('version')}).")
+    return rec
