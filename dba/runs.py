@@ -138,8 +138,8 @@ def load_trained(path: str | Path, *, model: str | None = None, quantization: st
 
 
 def load_runs(out_dir: str | Path, domain: str | None = None) -> list[dict]:
-    """The run dicts of a comparison folder (:func:`read_run` plus ``label``, ``method``, ``domain``), in run
-    order, for plots and the app. Runs not started yet are left out."""
+    """The run dicts of a comparison folder (:func:`read_run` plus ``label``, ``method``, ``domain``, ``seed``), in
+    run order, for plots and the app. Runs not started yet are left out."""
     out = Path(out_dir)
     if not (out / "compare.json").exists():
         raise DBAError(f"{out} is not a comparison folder (no compare.json).")
@@ -150,5 +150,6 @@ def load_runs(out_dir: str | Path, domain: str | None = None) -> list[dict]:
             continue
         d = out / r["run_dir"]
         if (d / "status.json").exists():
-            runs.append({**read_run(d), "label": r["label"], "method": r["method"], "domain": r["domain"]})
+            runs.append({**read_run(d), "label": r["label"], "method": r["method"], "domain": r["domain"],
+                         "seed": r.get("seed")})
     return runs

@@ -42,6 +42,8 @@ class RunSpec:
     run_dir: Path
     config: FinetuneConfig
     """The resolved config of the run."""
+    seed: int = 0
+    """The run's seed (``config.seed``): data order, adapter init, dropout."""
 
     @property
     def needs_anchor(self) -> bool:
@@ -95,24 +97,41 @@ def validate(cfg: CompareConfig) -> None:
             seen[n] = r
 
 
+def seeds_of(cfg: CompareConfig) -> list[int]:
+    """The seeds every method runs with: ``run.seed``, ``run.seed + 1``, ... (``cfg.seeds`` of them)."""
+    return [cfg.run.seed + k for k in range(cfg.seeds)]
+
+
+def _run_dir(cfg: CompareConfig, domain: str, label: str, seed: int) -> Path:
+    """``runs/[<domain>/]<label>[/seed-<k>]``: the domain level with several domains, the seed level with several
+    seeds (one seed keeps the layout of earlier versions, so old folders resume)."""
+    d = Path(cfg.output_dir) / "runs"
+    d = d / domain_key(domain) / label if len(cfg.domains) > 1 else d / label
+    return d / f"seed-{seed}" if cfg.seeds > 1 else d
+
+
 def plan_runs(cfg: CompareConfig) -> list[RunSpec]:
-    """Every run of the comparison, in order: per domain, the methods in :data:`METHODS` order."""
+    """Every run of the comparison, in order: per domain, per seed, the methods in :data:`METHODS` order."""
     validate(cfg)
-    out = Path(cfg.output_dir)
-    several = len(cfg.domains) > 1
     specs = []
     for domain in cfg.domains:
-        for name in selected_methods(cfg):
-            method = METHOD_TABLE[name]
-            ratios = list(cfg.ratios) if method.run_as == "mixture" else [None]
-            for r in ratios:
-                label = f"{name}-{r:g}" if r is not None else name
-                run_dir = out / "runs" / domain_key(domain) / label if several else out / "runs" / label
-                ft = cfg.run_config(
-                    method=method.run_as, domain=domain, anchor=None, dba=method.optimizer_config(cfg.run.dba),
-                    mixture_ratio=r if r is not None else cfg.run.mixture_ratio, output_dir=str(run_dir),
-                    # The base model is scored once by compare, and the final model right after the run, outside
-                    # its clock (see dba.compare).
-                    evaluate_at_end=False)
-                specs.append(RunSpec(domain, name, label, r, run_dir, ft.resolved()))
+        for seed in seeds_of(cfg):
+            for name in selected_methods(cfg):
+                specs += _method_specs(cfg, domain, name, seed)
+    return specs
+
+
+def _method_specs(cfg: CompareConfig, domain: str, name: str, seed: int) -> list[RunSpec]:
+    method = METHOD_TABLE[name]
+    specs = []
+    for r in list(cfg.ratios) if method.run_as == "mixture" else [None]:
+        label = f"{name}-{r:g}" if r is not None else name
+        run_dir = _run_dir(cfg, domain, label, seed)
+        ft = cfg.run_config(
+            method=method.run_as, domain=domain, anchor=None, dba=method.optimizer_config(cfg.run.dba),
+            mixture_ratio=r if r is not None else cfg.run.mixture_ratio, output_dir=str(run_dir), seed=seed,
+            # The base model is scored once by compare, and the final model right after the run, outside its
+            # clock (see dba.compare).
+            evaluate_at_end=False)
+        specs.append(RunSpec(domain, name, label, r, run_dir, ft.resolved(), seed))
     return specs

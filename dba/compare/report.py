@@ -18,14 +18,7 @@ from ..config import CompareConfig
 from ..io import atomic_write_text
 from ..runs import load_runs
 from .plan import RunSpec, domain_key
-
-RESULT_COLUMNS = ("domain", "method", "label", "ratio", "general_per_batch", "status", "s_d", "s_g", "s",
-                  "d_s_d", "d_s_g", "d_s", "tokens", "wall_seconds", "device_seconds", "eval_seconds", "steps",
-                  "run_dir")
-"""results.csv: scores in [0, 1] (``d_*`` = change vs the base model, in points of [0, 1]); tokens, wall_seconds,
-device_seconds as the run's status.json has them; eval_seconds = time of intermediate evaluations inside the run
-(taken out of the cost accounting); run_dir relative to the output folder."""
-
+from .rows import RESULT_COLUMNS, base_row, domain_rows, units_of
 
 # --------------------------------------------------------------------------------------------------------------------
 # Cost accounting (pure: recomputable from the run folders)
@@ -49,14 +42,27 @@ def _share(part: dict, whole: dict) -> dict:
     return {k: (part[k] / whole[k] if whole[k] else None) for k in ("seconds", "device_seconds", "tokens")}
 
 
-def cost_accounting(statuses: dict[str, dict[str, dict]], methods: dict[str, str], anchor: dict | None,
-                    n_domains: int) -> dict:
+def _mean(costs: list[dict]) -> dict:
+    return {k: round(sum(c[k] for c in costs) / len(costs), 3) for k in ("seconds", "device_seconds", "tokens")}
+
+
+def _per_seed(by_label: dict) -> dict[str, list[dict]]:
+    """label -> [run cost per seed] (a label's status may be one dict or a list of them, one per seed)."""
+    return {lab: [run_cost(st) for st in (v if isinstance(v, list) else [v])] for lab, v in by_label.items()}
+
+
+def cost_accounting(statuses: dict[str, dict[str, dict | list[dict]]], methods: dict[str, str],
+                    anchor: dict | None, n_domains: int, wiseft: dict | None = None) -> dict:
     """cost.json from the runs' status.json contents.
 
-    - ``statuses``: domain -> label -> status dict; ``methods``: label -> method;
+    - ``statuses``: domain -> label -> status dict, or a list of them (one per seed); ``methods``: label -> method;
     - ``anchor``: {"seconds", "device_seconds", "tokens", ...} of the one anchor pass (None without DBA runs);
-    - DBA's total per domain = its run + anchor / n_domains; the mixture total = the sum over its ratio sweep;
-      ``dba_share_of_sweep`` = DBA total / mixture total, per measure.
+    - ``wiseft``: domain -> WiSE-FT label -> [scoring seconds per seed] (no training, so no tokens);
+    - every per-method figure is the cost of ONE run (the mean over its seeds; ``runs_per_seed`` lists each seed
+      when there are several); DBA's total per domain = its run + anchor / n_domains; the mixture total = the sum
+      over its ratio sweep; ``dba_share_of_sweep`` = DBA total / mixture total, per measure;
+    - ``all_runs`` (per domain) and ``total`` (everything: the anchor pass once + every run of every seed + the
+      WiSE-FT scoring) are sums.
     """
     zero = {"seconds": 0.0, "device_seconds": 0.0, "tokens": 0}
     amort = {k: (anchor[k] / n_domains if anchor else zero[k]) for k in zero}
@@ -67,9 +73,19 @@ def cost_accounting(statuses: dict[str, dict[str, dict]], methods: dict[str, str
                      "evaluations; device_seconds likewise; tokens = tokens processed in training. DBA total = the "
                      "dba run + the anchor pass / number of domains reusing it; mixture total = its whole ratio "
                      "sweep.")}
+    everything = [{k: (anchor[k] if anchor else zero[k]) for k in zero}]
     for domain, by_label in statuses.items():
-        runs = {lab: run_cost(st) for lab, st in by_label.items()}
-        d: dict = {"runs": runs}
+        per_seed = _per_seed(by_label)
+        runs = {lab: _mean(c) for lab, c in per_seed.items()}
+        d: dict = {"runs": runs, "all_runs": _add(*(c for cs in per_seed.values() for c in cs))}
+        everything.append(d["all_runs"])
+        if any(len(c) > 1 for c in per_seed.values()):
+            d["runs_per_seed"] = per_seed
+        w = (wiseft or {}).get(domain)
+        if w:
+            d["wiseft"] = {lab: {"seconds": round(sum(v) / len(v), 3), "per_seed": v} for lab, v in w.items()}
+            everything.append({"seconds": sum(sum(v) for v in w.values()), "device_seconds":
+                               sum(sum(v) for v in w.values()), "tokens": 0})
         mix = [lab for lab in runs if methods.get(lab) == "mixture"]
         if mix:
             d["mixture"] = {"ratios": len(mix), "labels": mix, "total": _add(*(runs[lab] for lab in mix))}
@@ -89,6 +105,8 @@ def cost_accounting(statuses: dict[str, dict[str, dict]], methods: dict[str, str
         out["mixture_all_domains"] = _add(*mixes)
     if dba_runs and mixes:
         out["dba_share_of_sweeps"] = _share(out["dba_all_domains"], out["mixture_all_domains"])
+    out["seeds"] = max((len(c) for by in statuses.values() for c in _per_seed(by).values()), default=0)
+    out["total"] = _add(*everything)
     return out
 
 
@@ -118,6 +136,21 @@ def cost_lines(cost: dict) -> list[str]:
         elif "mixture" in d:
             lines.append(f"{domain_key(domain)}: mixture sweep ({d['mixture']['ratios']} ratios) "
                          f"{d['mixture']['total']['seconds']:.1f} s (no DBA run to compare).")
+    if cost.get("seeds", 1) > 1:
+        lines.append(f"Seeds: {cost['seeds']}; every figure above is the cost of one run (the mean over its seeds).")
+        for domain, d in cost["domains"].items():
+            per = "; ".join(lab + " " + ", ".join(f"{c['seconds']:.1f}" for c in cs)
+                            for lab, cs in d.get("runs_per_seed", {}).items())
+            lines.append(f"{domain_key(domain)}: seconds per seed: {per}; all its runs {d['all_runs']['seconds']:.1f} s.")
+    for domain, d in cost["domains"].items():
+        if d.get("wiseft"):
+            secs = [w["seconds"] for w in d["wiseft"].values()]
+            lines.append(f"{domain_key(domain)}: {len(secs)} WiSE-FT points, no training: "
+                         f"{sum(secs) / len(secs):.1f} s of scoring each.")
+    if cost.get("total"):
+        t = cost["total"]
+        lines.append(f"Everything together (anchor once, every run of every seed, WiSE-FT scoring): "
+                     f"{t['seconds']:.1f} s, {t['device_seconds']:.1f} device-s, {t['tokens']:,.0f} tokens.")
     if "dba_share_of_sweeps" in cost and len(cost["domains"]) > 1:
         s = cost["dba_share_of_sweeps"]
         lines.append(f"All domains: DBA {cost['dba_all_domains']['seconds']:.1f} s (one anchor pass + "
@@ -130,52 +163,25 @@ def cost_lines(cost: dict) -> list[str]:
 # results.csv and summary.md
 
 
-def _num(x, nd=4):
-    return None if x is None else round(float(x), nd)
-
-
-def _row(spec: RunSpec, status: dict, base: dict, out_dir: Path) -> dict:
-    """A results.csv row from a run's status.json and the base model's scores."""
-    sc = status.get("scores") or {}
-
-    def change(k):
-        return None if sc.get(k) is None or base.get(k) is None else sc[k] - base[k]
-
-    return {"domain": spec.domain, "method": spec.method, "label": spec.label, "ratio": spec.ratio,
-            "general_per_batch": round(spec.ratio * spec.config.batch_size) if spec.ratio is not None else None,
-            "status": status.get("status"), "s_d": _num(sc.get("s_d")), "s_g": _num(sc.get("s_g")),
-            "s": _num(sc.get("s")), "d_s_d": _num(change("s_d")), "d_s_g": _num(change("s_g")),
-            "d_s": _num(change("s")), "tokens": status.get("tokens"), "wall_seconds": status.get("wall_seconds"),
-            "device_seconds": status.get("device_seconds"), "eval_seconds": status.get("eval_seconds"),
-            "steps": status.get("step"), "run_dir": str(spec.run_dir.relative_to(out_dir))}
-
-
-def base_row(domain: str, b: dict) -> dict:
-    """The ``base`` row of a domain in results.csv (the base model, scored once)."""
-    return {"domain": domain, "method": "base", "label": "base", "ratio": None, "general_per_batch": None,
-            "status": "base", "s_d": _num(b["s_d"]), "s_g": _num(b["s_g"]), "s": _num(b["s"]),
-            "d_s_d": 0.0 if b["s_d"] is not None else None, "d_s_g": 0.0 if b["s_g"] is not None else None,
-            "d_s": 0.0 if b["s"] is not None else None, "tokens": 0, "wall_seconds": None, "device_seconds": None,
-            "eval_seconds": b.get("seconds"), "steps": 0, "run_dir": None}
-
-
 def result_rows(cfg: CompareConfig, specs: list[RunSpec], base_scores: dict, out: Path):
-    """(results rows, {domain: {label: status}} of the completed scored runs, {label: method}) from the folders."""
-    rows, statuses, methods = [], {}, {}
+    """(results rows, {domain: {label: [status per seed]}} of the completed scored runs, {label: method},
+    {domain: {wiseft label: [seconds per seed]}}) from the folders (see :mod:`.rows`)."""
+    from ..scores import scores_from_record
+
+    rows, statuses, methods, wiseft = [], {}, {}, {}
     for d in cfg.domains:
         b = base_scores.get(d)
         if b is not None:
             rows.append(base_row(d, b))
-        for s in (s for s in specs if s.domain == d):
-            f = s.run_dir / "status.json"
-            if not f.exists():
-                continue
-            st = json.loads(f.read_text())
-            rows.append(_row(s, st, b or {}, out))
-            if st.get("status") == "completed" and st.get("scores"):
-                statuses.setdefault(d, {})[s.label] = st
-                methods[s.label] = s.method
-    return rows, statuses, methods
+        units = units_of([s for s in specs if s.domain == d])
+        rows += domain_rows(units, scores_from_record(b) if b is not None else None, cfg.seeds, out)
+        for u in (u for u in units if u.scores is not None):
+            if u.method == "wiseft":
+                wiseft.setdefault(d, {}).setdefault(u.label, []).append(u.status.get("wall_seconds") or 0.0)
+            else:
+                statuses.setdefault(d, {}).setdefault(u.label, []).append(u.status)
+                methods[u.label] = u.method
+    return rows, statuses, methods, wiseft
 
 
 def results_csv(rows: list[dict]) -> str:
@@ -187,19 +193,64 @@ def results_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _markdown_table(rows: list[dict]) -> str:
-    def f(x, pts=False):
-        if x is None:
-            return "–"
-        return f"{100 * x:+.1f}" if pts else f"{100 * x:.1f}"
-    head = "| domain | label | S_D | S_G | S | ΔS_D | ΔS_G | ΔS | tokens | wall s | status |"
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+def row_interval(row: dict, name: str):
+    """The :class:`dba.stats.Interval` of column ``name`` of a results row (None without its bounds)."""
+    from ..stats import Interval
+
+    vals = [row.get(name), row.get(name + "_lo"), row.get(name + "_hi")]
+    if any(v is None or v == "" for v in vals):
+        return None
+    return Interval(*(float(v) for v in vals), n=int(float(row.get("n_g") or 0) + float(row.get("n_d") or 0)),
+                    n_seeds=int(float(row.get("n_seeds") or 1)))
+
+
+def _score_cell(row: dict, k: str) -> str:
+    iv = row_interval(row, k)
+    if iv is None:
+        return "–" if row.get(k) is None else f"{100 * float(row[k]):.1f}"
+    return f"{100 * iv.estimate:.1f} [{100 * iv.lo:.1f}, {100 * iv.hi:.1f}]"
+
+
+def _diff_cell(row: dict, name: str) -> str:
+    """A difference with its interval, "(within noise)" when the interval contains 0 (dba.stats)."""
+    from ..stats import describe_difference
+
+    iv = row_interval(row, name)
+    if iv is None:
+        return "–" if row.get(name) is None else f"{100 * float(row[name]):+.1f}"
+    return describe_difference(iv).replace(" points", "")
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The results as a markdown table: scores and differences in points with their 95 % intervals."""
+    head = ("| domain | label | seed | S_D | S_G | S | ΔS_D vs base | ΔS_G vs base | ΔS vs base | ΔS_G vs direct | "
+            "ΔS vs direct | tokens | wall s | status |")
+    lines = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {domain_key(r['domain'])} | {r['label']} | {f(r['s_d'])} | {f(r['s_g'])} | {f(r['s'])} | "
-                     f"{f(r['d_s_d'], True)} | {f(r['d_s_g'], True)} | {f(r['d_s'], True)} | "
-                     f"{r['tokens'] if r['tokens'] is not None else '–'} | "
-                     f"{r['wall_seconds'] if r['wall_seconds'] is not None else '–'} | {r['status']} |")
+        cells = [domain_key(r["domain"]), r["label"], "" if r.get("seed") is None else str(r["seed"]),
+                 *(_score_cell(r, k) for k in ("s_d", "s_g", "s")),
+                 *(_diff_cell(r, "d_" + k) for k in ("s_d", "s_g", "s")),
+                 *(_diff_cell(r, "vs_direct_" + k) for k in ("s_g", "s")),
+                 "–" if r.get("tokens") is None else str(r["tokens"]),
+                 "–" if r.get("wall_seconds") is None else str(r["wall_seconds"]), str(r.get("status"))]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _tables(cfg: CompareConfig, rows: list[dict]) -> list[str]:
+    """One table; with several seeds the pooled rows first, then every seed's rows."""
+    if cfg.seeds == 1:
+        return [markdown_table(rows), ""]
+    pooled = [r for r in rows if r.get("seed") in ("all", None)]
+    return ["## Pooled over the seeds", "", markdown_table(pooled), "", "## Every seed", "",
+            markdown_table([r for r in rows if r.get("seed") != "all"]), ""]
+
+
+def _seeds_text(cfg: CompareConfig) -> str:
+    from .plan import seeds_of
+
+    seeds = seeds_of(cfg)
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
 
 
 def write_summary(cfg: CompareConfig, out: Path, rows, cost, plots, status, warnings) -> None:
@@ -210,14 +261,19 @@ def write_summary(cfg: CompareConfig, out: Path, rows, cost, plots, status, warn
         "# DBA compare", "",
         f"Status: **{status}**. Model `{run.model}` ({run.quantization}, "
         f"{adapter}), domains {', '.join(cfg.domains)}, "
-        f"{run.steps} steps × batch {run.batch_size}, η_0 = {a.anneal.lr:g} ({a.anneal.schedule}), seed {run.seed}; "
+        f"{run.steps} steps × batch {run.batch_size}, η_0 = {a.anneal.lr:g} ({a.anneal.schedule}), "
+        f"{_seeds_text(cfg)}; "
         f"eval: scorer {run.eval_scorer}, "
         f"{'all' if run.eval_items is None else 'first ' + str(run.eval_items)} items per set"
         f"{', every ' + str(run.eval_every) + ' steps' if run.eval_every else ''}. "
         f"This comparison took {cost['compare_wall_seconds']:.0f} s of wall-clock (everything but the plots).", "",
-        "Scores in % (share correct); Δ in points vs the base model, which was scored once per domain and is shared "
-        "by every run (each run folder's step-0 evaluation is that shared record).", "",
-        _markdown_table(rows), "",
+        "Scores in % (share correct) with their 95 % confidence interval in brackets; Δ in points vs the base "
+        "model (scored once per domain and shared by every run: each run folder's step-0 evaluation is that shared "
+        "record) and vs the direct run of the same seed(s), each with the interval of the difference: a paired "
+        "bootstrap over the same items"
+        f"{' and over the seeds (rows with seed all pool them)' if cfg.seeds > 1 else ''}. **within noise** = that "
+        "interval contains 0: these items and seeds cannot tell the difference from none.", "",
+        *_tables(cfg, rows),
         "## Cost", "",
         *[f"- {line}" for line in cost_lines(cost)], "",
         f"- {cost['note']}", "",
@@ -253,6 +309,8 @@ def make_plots(cfg: CompareConfig, out: Path, rows: list[dict], cost: dict, base
     for d in cfg.domains:
         key = domain_key(d)
         runs = [r for r in load_runs(out, d) if r["status"].get("status") == "completed"]
+        first_seed = min((r.get("seed") or 0 for r in runs), default=0)
+        runs = [r for r in runs if (r.get("seed") or 0) == first_seed]  # curves over steps: one seed's runs
         if not runs:
             continue
         attempt(f"{key}_scores_over_steps", P.scores_over_steps, runs)
@@ -264,6 +322,7 @@ def make_plots(cfg: CompareConfig, out: Path, rows: list[dict], cost: dict, base
             rho = [m["rho"] for m in dba["metrics"] if m.get("type") == "step" and m.get("rho") is not None]
             attempt(f"{key}_dc_function", P.dc_function, cfg.run.dba.correction, rho, rho[-1] if rho else None)
         attempt(f"{key}_score_bars", P.score_bars, _bar_rows(rows, cost, d))
+        attempt(f"{key}_forgetting_plane", P.forgetting_plane, [r for r in rows if r["domain"] == d], d)
     return made
 
 

@@ -15,6 +15,7 @@ from ..config import CompareConfig
 from ..errors import DBAError
 from ..io import atomic_write_json, atomic_write_text, read_jsonl
 from .plan import RunSpec, plan_runs
+from .posthoc import score_wiseft
 from .report import cost_accounting, cost_lines, make_plots, result_rows, results_csv, write_summary
 
 
@@ -92,7 +93,7 @@ def compare(cfg: CompareConfig, cancel: threading.Event | Callable[[], bool] | N
     _check_inputs(job)
     job.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(job.out / "compare.json", {"config": cfg.to_dict(), "runs": [
-        {"domain": s.domain, "method": s.method, "label": s.label, "ratio": s.ratio,
+        {"domain": s.domain, "method": s.method, "label": s.label, "ratio": s.ratio, "seed": s.seed,
          "run_dir": str(s.run_dir.relative_to(job.out))} for s in job.specs]})
     try:
         lm = _anchor_pass(job)
@@ -243,12 +244,14 @@ def _run_one(job: _Job, i: int, spec: RunSpec) -> str:
 
     total = len(job.specs)
     tag = f"{spec.domain}/{spec.label}" if len(job.cfg.domains) > 1 else spec.label
-    where = dict(label=spec.label, domain=spec.domain, index=i)
+    tag += f" (seed {spec.seed})" if job.cfg.seeds > 1 else ""
+    where = dict(label=spec.label, domain=spec.domain, index=i, seed=spec.seed)
     st_file = spec.run_dir / "status.json"
     if job.resume and st_file.exists():
         st = json.loads(st_file.read_text())
         if st.get("status") == "completed" and st.get("scores"):
             job.event("skip", f"[{i + 1}/{total}] {tag}: completed earlier, kept", **where)
+            _wiseft_of_folder(job, spec, tag)
             return "skipped"
         shutil.rmtree(spec.run_dir)  # unfinished: start again, so its cost is one clean run
     if job.cancelled():
@@ -287,15 +290,15 @@ def _run_one(job: _Job, i: int, spec: RunSpec) -> str:
     final = {"type": "eval", "step": ft.steps, **evaluate_model(r.loaded.model, r.loaded.tokenizer, gen_eval,
                                                                   dom_eval, ft)}
     final_eval_seconds = time.perf_counter() - t_eval
-    b = job.base_scores[spec.domain]
-    base_rec = {"type": "eval", "step": 0, "s_g": b["s_g"], "s_d": b["s_d"], "s": b["s"], "detail": b["detail"],
-                "shared": True}
-    _rewrite_metrics(spec.run_dir, base_rec, final)
+    _rewrite_metrics(spec.run_dir, _base_record(job.base_scores[spec.domain]), final)
     st = json.loads(st_file.read_text())
     st.update(scores={k: final[k] for k in ("s_g", "s_d", "s")}, eval_seconds=round(clock["eval"], 3),
               final_eval_seconds=round(final_eval_seconds, 3),  # outside wall_seconds, like the base's
               base_evaluation="shared: measured once by dba compare (base.json)")
     atomic_write_json(st_file, st)
+    if job.cfg.wiseft:
+        job.event("wiseft", f"{tag}: scoring WiSE-FT at α = {', '.join(f'{a:g}' for a in job.cfg.wiseft)}", **where)
+        score_wiseft(r.loaded.model, r.loaded.tokenizer, job.sets[spec.domain], ft, spec.run_dir, job.cfg.wiseft)
     r.loaded = None
     _free_memory()
     if job.callback is not None:
@@ -303,6 +306,29 @@ def _run_one(job: _Job, i: int, spec: RunSpec) -> str:
     job.event("run-done", f"[{i + 1}/{total}] {tag}: S_D {_pct(final['s_d'])}, S_G {_pct(final['s_g'])}, "
                           f"S {_pct(final['s'])} in {st.get('wall_seconds', 0):.0f} s", **where)
     return "completed"
+
+
+def _base_record(b: dict) -> dict:
+    """The shared base evaluation as a run's step-0 record, with its intervals (recomputed from the per-item
+    results in base.json)."""
+    from ..scores import scores_from_record
+
+    return {"type": "eval", "step": 0, **scores_from_record(b).to_record(), "shared": True}
+
+
+def _wiseft_of_folder(job: _Job, spec: RunSpec, tag: str) -> None:
+    """A run kept from before: score its WiSE-FT points that are still missing (resume with new α values)."""
+    from .posthoc import missing_alphas, score_wiseft_of_folder
+
+    if not job.cfg.wiseft or not missing_alphas(spec.run_dir, job.cfg.wiseft) or job.cancelled():
+        return
+    job.event("wiseft", f"{tag}: scoring its missing WiSE-FT points", label=spec.label, domain=spec.domain)
+    try:
+        score_wiseft_of_folder(spec.run_dir, job.sets[spec.domain], spec.config, job.cfg.wiseft,
+                               device=job.cfg.run.device)
+    except DBAError as e:
+        job.warnings.append(f"{tag}: WiSE-FT not scored: {e}")
+    _free_memory()
 
 
 def _rewrite_metrics(run_dir: Path, base_rec: dict | None, final_rec: dict) -> None:
@@ -337,9 +363,9 @@ def _pct(x):
 def _finish(job: _Job, status: str) -> CompareResult:
     """results.csv, cost.json, plots and summary.md from what is on disk."""
     cfg, out = job.cfg, job.out
-    rows, statuses, methods = result_rows(cfg, job.specs, job.base_scores, out)
+    rows, statuses, methods, wiseft = result_rows(cfg, job.specs, job.base_scores, out)
     atomic_write_text(out / "results.csv", results_csv(rows))
-    cost = cost_accounting(statuses, methods, job.anchor_cost, len(cfg.domains))
+    cost = cost_accounting(statuses, methods, job.anchor_cost, len(cfg.domains), wiseft)
     cost["status"] = status
     # everything this call did: model loads, anchor, base and final evaluations, runs (plots excluded)
     cost["compare_wall_seconds"] = round(time.perf_counter() - job.t_start, 1)

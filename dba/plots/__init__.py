@@ -20,7 +20,9 @@ and the iso-S curves from :func:`dba.scores.harmonic_mean`.
 
 One module per subject: :mod:`.scores` (S_G / S_D over steps, the score plane), :mod:`.dynamics` (ρ, λ, γ, lr, losses,
 the live dashboard), :mod:`.dc` (the DC function), :mod:`.anchor` (the anchor spectrum), :mod:`.bars` (scores and
-cost per run), :mod:`.colors` (colours and labels). Every public name is importable from ``dba.plots``.
+cost per run), :mod:`.plane` (the forgetting plane: end points with intervals, WiSE-FT and mixture curves, the Pareto
+front, cost), :mod:`.colors` (colours and labels). Every score is drawn with its 95 % interval where the data carry
+one (bands over steps, whiskers on bars and points). Every public name is importable from ``dba.plots``.
 """
 from ._common import NO_EVALS, NO_STEPS, PNG_DPI, save_figure
 from .anchor import spectrum
@@ -28,10 +30,11 @@ from .bars import score_bars
 from .colors import _as_runs, method_color, method_kind, method_name, run_label
 from .dc import dc_function, dc_presets
 from .dynamics import live_dashboard, loss_curves, similarity_and_scale
+from .plane import forgetting_plane, pareto_front, plane_points
 from .scores import score_plane, scores_over_steps
 
 __all__ = [
     "scores_over_steps", "score_plane", "similarity_and_scale", "dc_function", "dc_presets", "loss_curves",
-    "spectrum", "score_bars", "live_dashboard", "run_label", "method_color", "method_kind", "method_name",
+    "spectrum", "score_bars", "forgetting_plane", "pareto_front", "plane_points", "live_dashboard", "run_label", "method_color", "method_kind", "method_name",
     "save_figure", "PNG_DPI", "NO_EVALS", "NO_STEPS", "_as_runs",
 ]

@@ -21,8 +21,20 @@ def _row_label(row: Mapping) -> str:
     return method
 
 
+def _interval(row: Mapping, key: str, v: float | None):
+    """(below, above) whisker lengths from a row's ``key_lo`` / ``key_hi`` (its 95 % interval), or None."""
+    lo, hi = _num(row.get(key + "_lo")), _num(row.get(key + "_hi"))
+    if v is None or lo is None or hi is None:
+        return None
+    return (max(v - lo, 0.0), max(hi - v, 0.0))
+
+
 def _group_rows(rows: list[dict]) -> "OrderedDict[str, dict]":
-    """Rows grouped by label (several seeds of a method become one bar with an error bar)."""
+    """Rows grouped by label; a label's pooled row (``seed`` = all, from ``dba compare --seeds``) stands for it.
+    Whiskers: the row's 95 % interval (``s_lo``/``s_hi`` ...) when it has one; else, for several rows of one label
+    without intervals, ± their standard deviation."""
+    pooled = {_row_label(r) for r in rows if str(r.get("seed")) == "all"}
+    rows = [r for r in rows if _row_label(r) not in pooled or str(r.get("seed")) == "all"]
     groups: "OrderedDict[str, dict]" = OrderedDict()
     for row in rows:
         lab = _row_label(row)
@@ -33,7 +45,9 @@ def _group_rows(rows: list[dict]) -> "OrderedDict[str, dict]":
         for key in ("s", "s_g", "s_d", "wall_seconds", "device_seconds", "tokens"):
             vals = [v for v in (_num(r.get(key)) for r in g["rows"]) if v is not None]
             g[key] = float(np.mean(vals)) if vals else None
-            g[key + "_err"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+            sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+            g[key + "_err"] = _interval(g["rows"][0], key, g[key]) if len(g["rows"]) == 1 else (
+                (sd, sd) if sd is not None else None)
         g["n"] = len(g["rows"])
     return groups
 
@@ -51,7 +65,8 @@ def score_bars(results, path=None) -> Figure:
     when known, else wall-clock seconds, else tokens; tokens written at the bar ends). A row with method ``base``
     draws the base model's S as a dashed reference line. ``results``: rows like compare's results.csv (list of dicts
     with method, ratio, s, s_g, s_d, wall_seconds, device_seconds, tokens; optional label), a DataFrame or the CSV
-    path. Several rows with one label (seeds) are averaged, with the standard deviation as an error bar."""
+    path. Whiskers: each row's 95 % interval (``s_lo``, ``s_hi``, ...); a label's pooled row (seed ``all``) stands
+    for its seeds; several rows of one label without intervals are averaged, ± their standard deviation."""
     rows = _read_results(results)
     groups = _group_rows(rows)
     fig = _new_figure(12.5, max(4.2, 1.2 + 0.42 * len(groups)))
@@ -74,16 +89,17 @@ def score_bars(results, path=None) -> Figure:
         bars = ax.bar(xs, [v if v is not None else 0.0 for v in vals], w * 0.95, color=colors, alpha=alpha,
                       hatch=hatch, edgecolor=[c if hatch else "white" for c in colors], linewidth=0.8,
                       gid=f"bars:{key}", label=name)
-        with_err = [i for i, e in enumerate(errs) if e]
-        if with_err:  # spread over seeds, only where a label has several rows
-            eb = ax.errorbar(xs[with_err], [vals[i] for i in with_err], yerr=[errs[i] for i in with_err],
+        with_err = [i for i, e in enumerate(errs) if e is not None and vals[i] is not None]
+        if with_err:  # the 95 % interval (or the spread over seeds)
+            yerr = np.array([errs[i] for i in with_err]).T  # (2, n): below, above
+            eb = ax.errorbar(xs[with_err], [vals[i] for i in with_err], yerr=yerr,
                              fmt="none", ecolor="#222222", elinewidth=1.0, capsize=3)
             for part in eb.lines[2]:
                 part.set_gid(f"err:{key}")
         if key == "s":
             for b, v, e in zip(bars, vals, errs):
                 if v is not None:
-                    ax.annotate(f"{v:.2f}", (b.get_x() + b.get_width() / 2, v + (e or 0.0)),
+                    ax.annotate(f"{v:.2f}", (b.get_x() + b.get_width() / 2, v + (e[1] if e else 0.0)),
                                 textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
     base_s = next((groups[lab]["s"] for lab in labels if groups[lab]["is_base"]), None)
     if base_s is not None:
@@ -92,7 +108,8 @@ def score_bars(results, path=None) -> Figure:
     ax.set_xticks(x, labels, rotation=25 if len(labels) > 3 else 0, ha="right" if len(labels) > 3 else "center",
                   fontsize=9)
     ax.set_ylabel("score (share correct, 0–1)")
-    tops = [(groups[lab][k] or 0.0) + (groups[lab][k + "_err"] or 0.0) for lab in labels for k in ("s", "s_g", "s_d")]
+    tops = [(groups[lab][k] or 0.0) + (groups[lab][k + "_err"] or (0.0, 0.0))[1] for lab in labels
+            for k in ("s", "s_g", "s_d")]
     ax.set_ylim(0, min(1.12, max(0.3, 1.25 * max(tops))) if any_score else 1.05)  # room for the legend on top
     ax.set_title("Scores per method")
     _tidy(ax)

@@ -9,6 +9,18 @@ from ._common import NO_EVALS, _SCORE_NAMES, _eval_records, _finish, _new_figure
 from .colors import _COLORS, _as_runs, _num
 
 
+def _ci_series(records, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, lo, hi) of the 95 % interval of ``key`` in eval records that carry one (``rec["ci"][key]``)."""
+    xs, lo, hi = [], [], []
+    for m in records:
+        ci = (m.get("ci") or {}).get(key) if isinstance(m.get("ci"), dict) else None
+        if ci and _num(ci[0]) is not None and _num(ci[1]) is not None and m.get("step") is not None:
+            xs.append(int(m["step"]))
+            lo.append(float(ci[0]))
+            hi.append(float(ci[1]))
+    return np.asarray(xs, dtype=float), np.asarray(lo), np.asarray(hi)
+
+
 def _draw_scores(ax, runs: list[dict], key: str, show_base: bool = True) -> int:
     """Draw one score vs step for every run; returns how many runs had a value."""
     drawn = 0
@@ -21,6 +33,10 @@ def _draw_scores(ax, runs: list[dict], key: str, show_base: bool = True) -> int:
         drawn += 1
         ax.plot(x, y, marker="o", markersize=4, linewidth=1.8, color=r["_color"], label=r["_label"],
                 gid=f"{key}:{r['_label']}")
+        bx, lo, hi = _ci_series(evals, key)
+        if len(bx):  # the 95 % interval of each evaluation, as a band
+            band = ax.fill_between(bx, lo, hi, color=r["_color"], alpha=0.13, linewidth=0, zorder=0)
+            band.set_gid(f"band:{key}:{r['_label']}")
         if x[0] == 0:
             bases.append((float(y[0]), r["_color"], r["_label"]))
     if show_base and bases:
@@ -35,8 +51,9 @@ def _draw_scores(ax, runs: list[dict], key: str, show_base: bool = True) -> int:
 
 
 def scores_over_steps(runs, path=None) -> Figure:
-    """S_G (left) and S_D (right) against the optimiser step for each run, from its ``eval`` records; the base model
-    (the step-0 evaluation) is a dotted horizontal reference."""
+    """S_G (left) and S_D (right) against the optimiser step for each run, from its ``eval`` records, with the 95 %
+    interval of each evaluation as a band (records with ``ci``); the base model (the step-0 evaluation) is a dotted
+    horizontal reference."""
     runs = _as_runs(runs)
     fig = _new_figure(11, 4.2)
     axes = fig.subplots(1, 2, sharex=True)
@@ -76,9 +93,23 @@ def _iso_s(ax, xlim, ylim) -> None:
     ax.clabel(cs, fmt=lambda v: f"S={v:.2f}".rstrip("0").rstrip("."), fontsize=7, inline=True, inline_spacing=3)
 
 
+def _end_whiskers(ax, rec, x: float, y: float, color: str, label: str) -> None:
+    """The 95 % intervals of an evaluation's S_D (horizontal) and S_G (vertical) as whiskers."""
+    ci = rec.get("ci") if isinstance(rec.get("ci"), dict) else {}
+    d, g = ci.get("s_d"), ci.get("s_g")
+    xerr = [[max(x - d[0], 0.0)], [max(d[1] - x, 0.0)]] if d else None
+    yerr = [[max(y - g[0], 0.0)], [max(g[1] - y, 0.0)]] if g else None
+    if xerr or yerr:
+        eb = ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="none", ecolor=color, elinewidth=1.0, capsize=2.5,
+                         alpha=0.6, zorder=2)
+        for part in eb.lines[2]:
+            part.set_gid(f"whisker:{label}")
+
+
 def score_plane(runs, base=None, path=None) -> Figure:
     """Each run's path in the (S_D, S_G) plane — x = domain score, y = general score — with arrows from one
-    evaluation to the next, the base model as a star and faint iso-S curves (S = harmonic mean) behind.
+    evaluation to the next, whiskers for the 95 % intervals of the last evaluation (records with ``ci``), the base
+    model as a star and faint iso-S curves (S = harmonic mean) behind.
 
     ``base``: the base model's scores, a dict or object with ``s_g`` and ``s_d`` (e.g. :class:`dba.scores.Scores`);
     default: the first step-0 evaluation among the runs.
@@ -107,6 +138,7 @@ def score_plane(runs, base=None, path=None) -> Figure:
                                             mutation_scale=11))
         ax.plot([xs[-1]], [ys[-1]], marker="o", markersize=9, markerfacecolor=c, markeredgecolor="white",
                 linewidth=0, zorder=4)
+        _end_whiskers(ax, evals[-1], xs[-1], ys[-1], c, r["_label"])
         ends.append((int(evals[-1]["step"]), xs[-1], ys[-1], c))
         pts_all += list(zip(xs, ys))
         if base is None and int(evals[0]["step"]) == 0:
