@@ -148,6 +148,14 @@ class Page:
             uploads.discard(src)
             raise
 
+    def corpus_upload(self, key, file, request, note: str = "") -> tuple[str, str]:
+        """The upload fields' check: (the line the page shows, the source choice "my upload"), or nothing on clear."""
+        if not file:
+            return "", gr.skip()
+        _, info = self.accept(self.ws(key, request), "corpus", file)
+        layouts = ", ".join(f"{k} {v}" for k, v in info["layouts"].items())
+        return f"✓ {info['file']}: {info['rows']} rows ({layouts}){note}", UPLOAD
+
     def domain_source(self, ws: Workspace, choice: str, file) -> str:
         """A bundled domain name, or the checked upload's path in the session's folder."""
         if choice == UPLOAD:

@@ -12,13 +12,11 @@ import shutil
 import unicodedata
 from pathlib import Path
 
-from dba.data import SUPPORTED_EXTENSIONS, load_mc, read_rows, row_kind
+from dba.data import SUPPORTED_EXTENSIONS, read_rows, row_kind
 from dba.errors import DataError
 
 CORPUS_EXTENSIONS = SUPPORTED_EXTENSIONS
 """Training corpora: what :func:`dba.data.read_rows` reads."""
-EVAL_EXTENSIONS = (".jsonl",)
-"""Multiple-choice eval sets (:func:`dba.data.load_mc`)."""
 ANCHOR_EXTENSIONS = (".safetensors",)
 """Saved global gradients."""
 
@@ -138,31 +136,11 @@ def check_corpus(path: Path, shown: str | None = None) -> dict:
     return {"file": shown, "rows": len(rows), "layouts": kinds}
 
 
-def check_mc(path: Path, shown: str | None = None) -> dict:
-    """Read a multiple-choice eval file with :func:`dba.data.load_mc`; returns a summary."""
-    shown = shown or path.name
-    try:
-        items = load_mc(path)
-    except DataError as e:
-        raise _reword(e, path, shown) from None
-    return {"file": shown, "questions": len(items)}
-
-
 def accept_corpus(src, folder, max_bytes: int, original_name: str | None = None) -> tuple[Path, dict]:
     """Store and check a training corpus upload; the stored copy is removed again when it is refused."""
     dest = store_upload(src, folder, allowed=CORPUS_EXTENSIONS, max_bytes=max_bytes, original_name=original_name)
     try:
         return dest, check_corpus(dest, _display(original_name or Path(src).name, dest))
-    except DataError:
-        dest.unlink(missing_ok=True)
-        raise
-
-
-def accept_mc(src, folder, max_bytes: int, original_name: str | None = None) -> tuple[Path, dict]:
-    """Store and check a multiple-choice eval upload."""
-    dest = store_upload(src, folder, allowed=EVAL_EXTENSIONS, max_bytes=max_bytes, original_name=original_name)
-    try:
-        return dest, check_mc(dest, _display(original_name or Path(src).name, dest))
     except DataError:
         dest.unlink(missing_ok=True)
         raise

@@ -54,12 +54,7 @@ def wire(ctx: Ctx, t: SimpleNamespace) -> None:
 
     @guard
     def check_general_upload(sid, file, request: gr.Request):
-        ws = page.ws(sid, request)
-        if not file:
-            return "", gr.skip()
-        _, info = page.accept(ws, "corpus", file)
-        layouts = ", ".join(f"{k} {v}" for k, v in info["layouts"].items())
-        return f"✓ {info['file']}: {info['rows']} rows ({layouts})", UPLOAD
+        return page.corpus_upload(sid, file, request)
 
     t.file.upload(check_general_upload, [ctx.sid, t.file], [t.check, t.source], api_name="check_general_upload")
 

@@ -108,12 +108,7 @@ def wire(ctx: Ctx, t: SimpleNamespace) -> None:
 
     @guard
     def check_domain_upload(sid, file, request: gr.Request):
-        ws = page.ws(sid, request)
-        if not file:
-            return "", gr.skip()
-        _, info = page.accept(ws, "corpus", file)
-        layouts = ", ".join(f"{k} {v}" for k, v in info["layouts"].items())
-        return f"✓ {info['file']}: {info['rows']} rows ({layouts}); selected as the domain data.", UPLOAD
+        return page.corpus_upload(sid, file, request, note="; selected as the domain data.")
 
     t.file.upload(check_domain_upload, [ctx.sid, t.file], [t.check, t.domain], api_name="check_domain_upload")
 
