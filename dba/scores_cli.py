@@ -3,8 +3,9 @@ shared by the CLI (:mod:`dba.cli.eval`), the app and the notebooks.
 
 Each eval file is in the bundled multiple-choice format, one ``{"question", "choices", "answer"}`` object per line
 (``dba.data.load_mc``). Per file the table shows: n, log-likelihood accuracy, length-normalised log-likelihood
-accuracy, generation accuracy and the combined score (``dba.scores.combine`` with the chosen scorer). When a general
-set and domain sets are scored together, S = harmonic mean of S_G and each S_D is shown too.
+accuracy, generation accuracy, the combined score (``dba.scores.combine`` with the chosen scorer) and its 95 %
+interval (item bootstrap, ``dba.stats``). When a general set and domain sets are scored together, S = harmonic mean
+of S_G and each S_D is shown too, each with its interval.
 
 Loading what a run produced (:func:`load_trained`, :func:`is_run_folder`, ...) lives in :mod:`dba.runs`; the names
 are re-exported here for older imports.
@@ -60,40 +61,56 @@ def resolve_eval_sets(files: list[str] | None = None, domains: list[str] | None 
     return sets
 
 
+def _score_file(model, tokenizer, items, scorer, max_items, batch_size, max_new_tokens) -> dict:
+    """One file's scores via :func:`dba.scores.evaluate` (its per-item results and 95 % intervals)."""
+    from .scores import evaluate
+
+    sc = evaluate(model, tokenizer, items, None, scorer=scorer, max_items=max_items, batch_size=batch_size,
+                  max_new_tokens=max_new_tokens)
+    d = sc.detail["general"]
+    ci = d.get("ci") or {}
+    return {"n": d["n"], "loglik": d["loglik"], "loglik_norm": d["loglik_norm"], "gen": d["gen"], "score": sc.s_g,
+            "score_lo": sc.ci["s_g"][0], "score_hi": sc.ci["s_g"][1], "ci": ci, "per_item": d["per_item"]}
+
+
+def _joint(g: dict, r: dict) -> dict:
+    """S_G (a general set), S_D (a domain set) and S = their harmonic mean, each with its 95 % interval."""
+    from .scores import harmonic_mean
+    from .stats import bootstrap_hm
+
+    s = bootstrap_hm(g["per_item"]["score"], r["per_item"]["score"])
+    return {"general": g["name"], "domain": r["name"], "s_g": g["score"], "s_d": r["score"],
+            "s": harmonic_mean(g["score"], r["score"]), "ci": {"s_g": [g["score_lo"], g["score_hi"]],
+                                                               "s_d": [r["score_lo"], r["score_hi"]],
+                                                               "s": [s.lo, s.hi]}}
+
+
 def evaluate_sets(model, tokenizer, sets: list[EvalSet], *, scorer: str = "mean", max_items: int | None = None,
                   batch_size: int = 16, max_new_tokens: int = 32, items: dict | None = None) -> dict:
     """Score ``model`` on each set. Returns ``{"scorer", "sets": [row, ...], "joint": [...]}``: a row per set with
     ``name, path, role, n, loglik, loglik_norm, gen, score`` (accuracies in [0, 1]; None where the scorer did not
-    run), and for a general set plus domain sets, ``{"general", "domain", "s_g", "s_d", "s"}`` per domain."""
+    run), ``score_lo``/``score_hi`` (its 95 % interval, item bootstrap), ``ci`` (intervals of score, loglik, gen)
+    and ``per_item`` (each item's result, for paired comparisons); for a general set plus domain sets,
+    ``{"general", "domain", "s_g", "s_d", "s", "ci"}`` per domain. ``max_items``: the first N items of each set;
+    None or 0 = all. A set with no items is refused (:class:`DBAError`)."""
     from .data import load_mc
-    from .scores import SCORERS, combine, harmonic_mean, score_generation, score_mc_loglik
+    from .scores import SCORERS
 
     if scorer not in SCORERS:
         raise DBAError(f"Unknown scorer {scorer!r}; use one of {', '.join(SCORERS)}.")
-    if max_items is not None and max_items < 1:
-        raise DBAError(f"max_items must be at least 1, got {max_items}.")
+    if max_items is not None and max_items < 0:
+        raise DBAError(f"The number of items must be 0 (all) or more, got {max_items}.")
     if batch_size < 1:
         raise DBAError(f"batch_size must be at least 1, got {batch_size}.")
     rows = []
     for s in sets:
         its = (items or {}).get(s.path) or load_mc(s.path)
-        its = its[:max_items] if max_items else its
-        ll = score_mc_loglik(model, tokenizer, its, batch_size=batch_size) if scorer in ("mean", "loglik") else None
-        gen = score_generation(model, tokenizer, its, batch_size=batch_size, max_new_tokens=max_new_tokens) \
-            if scorer in ("mean", "gen") else None
-        row = {"name": s.name, "path": s.path, "role": s.role, "n": len(its),
-               "loglik": ll.accuracy if ll else None, "loglik_norm": ll.accuracy_norm if ll else None,
-               "gen": gen.accuracy if gen else None}
-        row["score"] = combine(row["loglik"], row["gen"], scorer)
-        rows.append(row)
-    joint = []
+        if not its:
+            raise DBAError(f"Nothing to score: {s.path} holds no items.")
+        rows.append({"name": s.name, "path": s.path, "role": s.role,
+                     **_score_file(model, tokenizer, its, scorer, max_items or None, batch_size, max_new_tokens)})
     gen_rows = [r for r in rows if r["role"] == "general"]
-    if gen_rows:
-        g = gen_rows[0]
-        for r in rows:
-            if r["role"] == "domain":
-                joint.append({"general": g["name"], "domain": r["name"], "s_g": g["score"], "s_d": r["score"],
-                              "s": harmonic_mean(g["score"], r["score"])})
+    joint = [_joint(gen_rows[0], r) for r in rows if r["role"] == "domain"] if gen_rows else []
     return {"scorer": scorer, "sets": rows, "joint": joint}
 
 
@@ -102,16 +119,22 @@ def format_table(result: dict) -> str:
     def pct(x):
         return "-" if x is None else f"{100 * x:.1f}"
 
-    head = ["set", "n", "loglik", "loglik-norm", "gen", f"score ({result['scorer']})"]
-    body = [[r["name"], str(r["n"]), pct(r["loglik"]), pct(r["loglik_norm"]), pct(r["gen"]), pct(r["score"])]
-            for r in result["sets"]]
+    def ci(lo, hi):
+        return "-" if lo is None or hi is None else f"[{pct(lo)}, {pct(hi)}]"
+
+    head = ["set", "n", "loglik", "loglik-norm", "gen", f"score ({result['scorer']})", "95% interval"]
+    body = [[r["name"], str(r["n"]), pct(r["loglik"]), pct(r["loglik_norm"]), pct(r["gen"]), pct(r["score"]),
+             ci(r.get("score_lo"), r.get("score_hi"))] for r in result["sets"]]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths)))
              for row in [head] + body]
     lines.insert(1, "  ".join("-" * w for w in widths))
     for j in result["joint"]:
-        lines.append(f"S ({j['general']} x {j['domain']}): S_G {pct(j['s_g'])}, S_D {pct(j['s_d'])}, "
-                     f"S {pct(j['s'])}")
-    lines.append("(accuracies in %; score = how the scorer combines log-likelihood and generation accuracy)")
+        c = j.get("ci") or {}
+        lines.append(f"S ({j['general']} x {j['domain']}): " + ", ".join(
+            f"{name} {pct(j[k])} {ci(*(c.get(k) or (None, None)))}" for name, k in
+            (("S_G", "s_g"), ("S_D", "s_d"), ("S", "s"))))
+    lines.append("(accuracies in %; score = how the scorer combines log-likelihood and generation accuracy; "
+                 "95% interval = item bootstrap over the set's items)")
     return "\n".join(lines)
 

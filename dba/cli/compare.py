@@ -19,6 +19,13 @@ def _ratios(text: str) -> list[float]:
         raise DBAError(f"--ratios must be numbers separated by commas, got {text!r}.") from None
 
 
+def _alphas(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise DBAError(f"--wiseft must be numbers in (0, 1) separated by commas, got {text!r}.") from None
+
+
 def config_from_args(args) -> CompareConfig:
     """The comparison: the preset's run (``--preset`` / ``--quick``, else the defaults) with every option given."""
     pre = preset_of(args)
@@ -28,7 +35,8 @@ def config_from_args(args) -> CompareConfig:
     return CompareConfig(
         run=run, domains=[d.strip() for d in args.domains.split(",") if d.strip()], methods=methods,
         ratios=_ratios(args.ratios) if args.ratios is not None else list(pre.ratios),
-        output_dir=args.output or timestamped("compare"))
+        output_dir=args.output or timestamped("compare"), seeds=args.seeds,
+        wiseft=_alphas(args.wiseft) if args.wiseft else [])
 
 
 def resolved(cfg: CompareConfig) -> dict:
@@ -57,7 +65,8 @@ def cmd_compare(args) -> int:
     if args.print_config:
         return print_json(resolved(cfg))
     n_runs = len(plan_runs(cfg))
-    print(f"comparison folder: {cfg.output_dir} ({n_runs} runs on {', '.join(cfg.domains)}, "
+    seeds = f", {cfg.seeds} seeds" if cfg.seeds > 1 else ""
+    print(f"comparison folder: {cfg.output_dir} ({n_runs} runs on {', '.join(cfg.domains)}{seeds}, "
           f"{cfg.run.steps} steps each)")
     stop = threading.Event()
     try:
@@ -93,6 +102,13 @@ def add_command(sub) -> None:
                                                    f"{','.join(DEFAULT_METHODS)}); the methods: {listing}")
     r.add_argument("--ratios", default=None, help="mixture ratios, comma-separated (default: "
                                                   f"{','.join(f'{x:g}' for x in DEFAULT_RATIOS)})")
+    r.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="run every method with N seeds (--seed, --seed + 1, ...: data order, adapter init); one "
+                        "anchor and one base evaluation shared; results.csv gets a row per seed and a pooled row per "
+                        "method with seed x item intervals (default: 1)")
+    r.add_argument("--wiseft", default=None, metavar="A,B,...",
+                   help="WiSE-FT: also score every finished run interpolated with the base model at these α in "
+                        "(0, 1), e.g. 0.25,0.5,0.75 (no training; rows <label>+wiseft-<α>, cost = scoring time)")
     add_options(r, RUN_OPTS)
     add_options(p.add_argument_group("DBA"), DBA_OPTS)
     o = p.add_argument_group("output")

@@ -18,6 +18,8 @@ def cmd_eval(args) -> int:
 
     if args.run and args.adapter:
         raise DBAError("Give either --run or --adapter, not both.")
+    if args.max_items is not None and args.max_items < 0:
+        raise DBAError(f"--eval-items must be 0 (all items) or a positive number, got {args.max_items}.")
     sets = resolve_eval_sets(args.eval, args.domain, args.general)
     # Read every file before loading a model: a typo fails in a second, not after the load.
     items = {s.path: load_mc(s.path) for s in sets}
@@ -36,7 +38,7 @@ def cmd_eval(args) -> int:
                         device=args.device, trust_remote_code=args.trust_remote_code) \
             if (args.quantization or "none") == "none" else _load_quantised_base(args)
     result = evaluate_sets(lm.model, lm.tokenizer, sets, scorer=args.scorer,
-                           max_items=None if args.max_items == 0 else args.max_items,  # 0 = all
+                           max_items=args.max_items or None,  # 0 = all
                            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, items=items)
     result["model"] = {"model": lm.name, "quantization": lm.quantization, "adapter": lm.extra.get("adapter"),
                        "run": str(args.run) if args.run else None, "device": str(lm.device)}
@@ -63,7 +65,9 @@ def add_command(sub) -> None:
     """Register ``dba eval`` on the CLI's subparsers."""
     p = sub.add_parser("eval", help="score a base model, an adapter or a run folder on MC eval files",
                        description="Multiple-choice evaluation: per file, log-likelihood accuracy (summed and "
-                                   "length-normalised), greedy-generation accuracy and the combined score.")
+                                   "length-normalised), greedy-generation accuracy and the combined score with its "
+                                   "95 %% interval (item bootstrap); S_G, S_D and S with intervals for --general "
+                                   "with --domain.")
     w = p.add_argument_group("what to score (default: the base model)")
     w.add_argument("--model", default=None,
                    help="base model: 'default', 'tiny', a hub id, a folder or a .gguf (default: the run's model, "
@@ -83,7 +87,8 @@ def add_command(sub) -> None:
     o = p.add_argument_group("scoring")
     o.add_argument("--scorer", choices=["mean", "loglik", "gen"], default=FinetuneConfig().eval_scorer,
                    help="how each set's score combines log-likelihood and generation accuracy")
-    o.add_argument("--max-items", type=int, default=None, help="score only the first N items of each file (0 = all)")
+    o.add_argument("--eval-items", "--max-items", dest="max_items", type=int, default=None, metavar="N",
+                   help="score only the first N items of each file; 0 = all items (default: all)")
     o.add_argument("--batch-size", type=int, default=16)
     o.add_argument("--max-new-tokens", type=int, default=32, help="reply length for the generation scorer")
     o.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -181,7 +181,8 @@ RUN_OPTS = [
     Opt(("--max-grad-norm",), "max_grad_norm", type=float_or_none),
     Opt(("--seed",), "seed", type=int),
     Opt(("--eval-every",), "eval_every", type=int),
-    Opt(("--eval-items",), "eval_items", type=int),
+    Opt(("--eval-items",), "eval_items", type=int, metavar="N",
+        help="score the first N items of each eval set; 0 = all items (none = all)"),
     Opt(("--scorer",), "eval_scorer", choices=("mean", "loglik", "gen")),
 ]
 DBA_OPTS = [
