@@ -133,6 +133,20 @@ def test_qlora_merge_dequantises_the_base_it_was_trained_on(data, tmp_path):
     assert "de-quantised 4bit base" in (out / "README.md").read_text()
 
 
+def test_a_full_fine_tuning_run_exports_as_it_is(data, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    r = _run(data, tmp_path / "full", method="direct", lora=None, steps=1, evaluate_at_end=False,
+             dba=DBAConfig(anneal=AnnealConfig(lr=1e-3)))
+    trained = logits(r.loaded.model)
+    card = (r.run_dir / "model" / "README.md").read_text()
+    assert "A fully fine-tuned model" in card and front_matter(card)["library_name"] == "transformers"
+    out = export_run(r.run_dir, tmp_path / "exp", merge=True, progress=False)  # nothing to merge: copied
+    assert torch.allclose(logits(AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)), trained,
+                          atol=1e-6)
+    assert (out / "training_config.json").exists() and "Full fine-tuning" in (out / "README.md").read_text()
+
+
 def test_card_for_the_embedded_default_names_the_hub_id_and_the_quantisation_history(tmp_path):
     run = {"config": FinetuneConfig(model="default", domain="finance", output_dir=str(tmp_path)).to_dict(),
            "metrics": [{"type": "eval", "step": 0, "s_g": 0.61, "s_d": 0.35, "s": 0.44,
