@@ -377,8 +377,9 @@ def _hub_rows(spec: str, split: str) -> tuple[list[dict], str]:
         except DataError:
             raise
         except Exception as e:
-            raise DataError(f"Could not download the Hub data set {repo!r} ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''}). Check the id, or pass a local file.") from None
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise DataError(f"Could not download the Hub data set {repo!r} ({type(e).__name__}: {first}). Check the "
+                            "id, or pass a local file.") from None
     h = hashlib.sha256()
     rows: list[dict] = []
     for f in paths:

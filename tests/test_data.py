@@ -515,7 +515,8 @@ def test_in_memory_data_sets(tok, tmp_path):
 
 def test_a_real_datasets_dataset(tok):
     datasets = pytest.importorskip("datasets")
-    rows = [{"prompt": [{"role": "user", "content": "Hi?"}], "completion": [{"role": "assistant", "content": "Yo."}]}] * 3
+    rows = [{"prompt": [{"role": "user", "content": "Hi?"}],
+             "completion": [{"role": "assistant", "content": "Yo."}]}] * 3
     ds = datasets.Dataset.from_list(rows)
     corpus = load_corpus(ds, tok)
     assert corpus.n_rows == 3 and corpus.kind == "instruction"

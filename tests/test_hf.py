@@ -98,7 +98,8 @@ def test_rho_gamma_lambda_reach_the_log_history_and_report_to(setup):
                                   callbacks=[rec])
     cb = attach(trainer)
     assert trainer.callback_handler.callbacks[0] is cb  # before every integration
-    assert attach(trainer) is not cb and sum(isinstance(c, DBACallback) for c in trainer.callback_handler.callbacks) == 1
+    assert attach(trainer) is not cb  # attaching twice replaces, never duplicates
+    assert sum(isinstance(c, DBACallback) for c in trainer.callback_handler.callbacks) == 1
     trainer.train()
     assert [r["step"] for r in records] == [0, 1, 2]
     logged = [h for h in trainer.state.log_history if "loss" in h]
