@@ -48,7 +48,15 @@ def cmd_train(args) -> int:
     if args.print_config:
         return print_json(cfg.resolved().to_dict())
     print(f"run folder: {cfg.output_dir}")
-    r = finetune(cfg if args.resume else cfg.resolved(), resume=bool(args.resume))
+    from ..tracking import open_tracker  # --report-to (H7): metrics.jsonl is always written besides
+
+    tracker = open_tracker(args.report_to, cfg.output_dir, cfg.to_dict())
+    status = "failed"
+    try:
+        r = finetune(cfg if args.resume else cfg.resolved(), resume=bool(args.resume), callback=tracker.log)
+        status = r.status
+    finally:
+        tracker.close(status)
     print(f"status: {r.status} after {r.steps_done} steps")
     if r.scores:
         print("scores: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in r.scores.items()))
@@ -67,5 +75,9 @@ def add_command(sub) -> None:
     r = p.add_argument_group("run")
     add_options(r, RUN_OPTS + TRAIN_OPTS[3:])
     r.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a cancelled/interrupted run")
+    from ..tracking import BACKENDS
+
+    r.add_argument("--report-to", default="none", choices=BACKENDS,
+                   help="also send each step/eval record to this tracker (dba.tracking; metrics.jsonl is always kept)")
     add_options(p.add_argument_group("DBA (see docs/algorithm.md)"), DBA_OPTS + ABLATION_OPTS)
     p.set_defaults(func=cmd_train)
