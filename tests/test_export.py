@@ -69,6 +69,8 @@ def test_the_run_itself_writes_a_shareable_adapter(lora_run):
     assert cfg["base_model_name_or_path"] == str(tiny_checkpoint())  # a local base stays a (resolvable) path
     card = (run_dir / "adapter" / "README.md").read_text()
     assert "More Information Needed" not in card and "| fine-tuned (step 3) |" in card  # with the final scores
+    row = next(line for line in card.splitlines() if line.startswith("| fine-tuned"))
+    assert row.count(" [") == 3, row  # S_G, S_D and S each with the 95 % interval the run recorded
 
 
 def test_exported_adapter_loads_with_plain_peft_from_another_folder(lora_run, tmp_path):
