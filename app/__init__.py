@@ -57,7 +57,10 @@ def launch(settings: StudioSettings | None = None, demo=None, **kwargs):
 
     from .ui import CSS, THEME
 
+    from .limits import check_preset
+
     settings = settings or StudioSettings.from_env()
+    check_preset(settings)
     demo = demo or build_demo(settings)
     page = demo.studio_page
     gradio_dir = Path(get_upload_folder()).resolve()

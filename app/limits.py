@@ -104,6 +104,28 @@ def check_new_tokens(settings: StudioSettings, n) -> int:
     return n
 
 
+def check_run(settings: StudioSettings, cfg) -> None:
+    """A whole run config (a preset's, e.g. the lesson's) against the limits: the same checks as the forms'."""
+    check_model(settings, cfg.model)
+    check_rank(settings, cfg.lora.rank if cfg.lora is not None else 0)
+    check_steps(settings, cfg.steps)
+    check_batch(settings, cfg.batch_size)
+    check_lr(settings, cfg.dba.anneal.lr)
+    check_eval_items(settings, cfg.eval_items)
+    check_anchor_batches(settings, cfg.anchor_batches)
+
+
+def check_preset(settings: StudioSettings) -> None:
+    """At start (public mode): the preset the lesson runs must fit the limits, or the operator hears it at once."""
+    if not settings.public:
+        return
+    try:
+        check_run(settings, settings.preset.run_config(model=settings.model))
+    except DBAError as e:
+        raise SystemExit(f"DBA_STUDIO_PRESET={settings.preset_name} does not fit public mode's limits: {e} Choose "
+                         "another preset or raise the limit.") from None
+
+
 def max_queue(settings: StudioSettings) -> int | None:
     """How many jobs may wait for the machine (None = no limit, outside public mode)."""
     return settings.limits.max_queue if settings.public else None

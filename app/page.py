@@ -168,7 +168,9 @@ class Page:
 
     # ---- jobs ---------------------------------------------------------------------------------------------------
     def start(self, ws: Workspace, kind: str, title: str, work) -> Job:
-        """Queue a job for the session (one at a time; public mode: quota and queue length checked)."""
+        """Queue a job for the session (one at a time; public mode: its model, quota and queue length checked)."""
+        limits.check_model(self.settings, ws.model.name)
+        limits.check_rank(self.settings, ws.model.lora_rank)
         limits.check_quota(self.settings, ws)
         return REGISTRY.start(ws.id, kind, title, work, max_queue=limits.max_queue(self.settings))
 

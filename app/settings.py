@@ -6,6 +6,11 @@
 |                                 | (``default``)    | the ``smoke`` preset's is ``tiny``)                            |
 | ``DBA_STUDIO_PRESET``           | ``quick``        | the lesson's sizes and the forms' start values: a preset of   |
 |                                 |                  | :mod:`dba.config` (``smoke``, ``quick``, ``lesson``, ``study``)|
+| ``DBA_STUDIO_LESSON_PRESET``    | ``lesson``       | the sizes of the "Start here" lesson (:mod:`dba.lesson`); with |
+|                                 | (smoke: smoke)   | ``DBA_STUDIO_PRESET=smoke`` it is ``smoke``                    |
+| ``DBA_STUDIO_LESSON``           | ``live``         | what the lesson tab opens on: ``recorded`` (the recorded       |
+|                                 | (public:         | lesson shipped in app/recorded_lesson.json, drawn at once) or  |
+|                                 | ``recorded``)    | ``live`` (an empty lesson, one click from running)             |
 | ``DBA_STUDIO_HOST``             | ``127.0.0.1``    | the address to listen on (``0.0.0.0`` on a Space or a LAN)     |
 | ``DBA_STUDIO_PORT``             | ``7860``         | the port (``GRADIO_SERVER_PORT`` is honoured too)              |
 | ``DBA_STUDIO_RUNS``             | ``runs/studio``  | where the sessions' run, anchor and compare folders are written|
@@ -99,6 +104,20 @@ def _bool_env(name: str, default: bool) -> bool:
     raise SystemExit(f"{name} must be 1 or 0, got {raw!r}")
 
 
+def _choice_env(name: str, options: tuple[str, ...]) -> str | None:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if raw and raw not in options:
+        raise SystemExit(f"{name} must be one of {', '.join(options)}, got {raw!r}")
+    return raw or None
+
+
+def _lesson_preset_env() -> str | None:
+    raw = (os.environ.get("DBA_STUDIO_LESSON_PRESET") or "").strip().lower()
+    if raw and raw not in LIBRARY_PRESETS:
+        raise SystemExit(f"DBA_STUDIO_LESSON_PRESET must be one of {', '.join(LIBRARY_PRESETS)}, got {raw!r}")
+    return raw or None
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one session may ask for in public mode (see the module docstring for the variables)."""
@@ -173,6 +192,19 @@ class StudioSettings:
     limits: Limits = field(default_factory=Limits)
     secret: str | None = None
     """Signs the session keys (``DBA_STUDIO_SECRET``); None = a random one per start."""
+    lesson_preset: str | None = None
+    """The lesson's preset (``DBA_STUDIO_LESSON_PRESET``); None = ``smoke`` with the smoke preset, else ``lesson``."""
+    lesson_opens: str | None = None
+    """``recorded`` or ``live`` (``DBA_STUDIO_LESSON``): what the lesson tab shows when the page opens; None =
+    ``recorded`` in public mode, else ``live``."""
+
+    @property
+    def lesson_preset_name(self) -> str:
+        return self.lesson_preset or ("smoke" if self.preset_name == "smoke" else "lesson")
+
+    @property
+    def lesson_opens_on_recorded(self) -> bool:
+        return (self.lesson_opens or ("recorded" if self.public else "live")) == "recorded"
 
     @property
     def preset(self) -> Preset:
@@ -220,4 +252,6 @@ class StudioSettings:
             models=models,
             limits=Limits.from_env(),
             secret=os.environ.get("DBA_STUDIO_SECRET") or None,
+            lesson_preset=_lesson_preset_env(),
+            lesson_opens=_choice_env("DBA_STUDIO_LESSON", ("recorded", "live")),
         )

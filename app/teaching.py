@@ -80,6 +80,31 @@ def intro(cfg: LessonConfig) -> str:
                         remedy=cfg.remedy, remedy_summary=METHODS[cfg.remedy].summary)
 
 
+def intro_of(record: dict) -> str:
+    """The intro of a lesson record (recorded or finished), from what it ran."""
+    r, rem = record.get("run") or {}, record.get("remedy") or {}
+    mode = f"LoRA rank {r['lora']['rank']}" if r.get("lora") else "full fine-tuning"
+    return INTRO.format(model=r.get("model"), domain=r.get("domain"), steps=r.get("steps"), mode=mode,
+                        lr=float(r.get("lr") or 0), remedy=rem.get("name"), remedy_summary=rem.get("summary"))
+
+
+def page_record(record: dict) -> dict:
+    """A copy of a lesson record for the page and its API: server folders reduced to their names (public mode never
+    shows server paths)."""
+    rec = copy.deepcopy(record)
+    for c in (rec.get("cache") or {}).values():
+        if c and c.get("file"):
+            c["file"] = Path(c["file"]).name
+    for r in rec.get("runs") or []:
+        if r.get("run_dir"):
+            r["run_dir"] = Path(r["run_dir"]).name
+    cfg = rec.get("config") or {}
+    if cfg.get("output_dir"):
+        cfg["output_dir"] = Path(cfg["output_dir"]).name
+    cfg["cache_dir"] = None
+    return rec
+
+
 def lesson_job(ws: Workspace, domain: str):
     """One click: the lesson of :mod:`dba.lesson`, narrated on the job; its live record in ``job.result["lesson"]``
     (drawn by the tab while it runs), the finished record there too."""
@@ -89,7 +114,7 @@ def lesson_job(ws: Workspace, domain: str):
     def work(job: Job) -> None:
         traces = {}
         job.note(intro(cfg))
-        job.touch(result={"lesson_dir": str(folder), "recorded": False})
+        job.touch(result={"lesson_dir": folder.name, "recorded": False})
 
         def on_event(ev: dict) -> None:
             kind = ev.get("type")
@@ -123,7 +148,7 @@ def lesson_job(ws: Workspace, domain: str):
                 job.record(traces[ev["run"]], ev)
 
         def watch(record: dict) -> None:
-            snap = copy.deepcopy(record)
+            snap = page_record(record)
             with job.lock:
                 job.result = {**job.result, "lesson": snap}
                 job.version += 1
@@ -134,9 +159,9 @@ def lesson_job(ws: Workspace, domain: str):
         except LessonCancelled:
             return
         job.note(record["summary"]["text"])
-        job.touch(result={**job.result, "lesson": record, "summary": record["summary"]["verdicts"],
-                          "seconds": record["timings"]["total"], "cache": record["cache"],
-                          "runs": {r["label"]: r["run_dir"] for r in record["runs"]}})
+        shown = page_record(record)
+        job.touch(result={**job.result, "lesson": shown, "summary": record["summary"]["verdicts"],
+                          "seconds": record["timings"]["total"], "cache": shown["cache"]})
     return work, cfg
 
 

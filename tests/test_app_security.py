@@ -23,7 +23,7 @@ from gradio_client import Client, handle_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the app/ package sits at the repo root
 from app import launch  # noqa: E402
 from app.jobs import MACHINE, Registry  # noqa: E402
-from app.limits import check_lr, check_model, check_quota, check_steps  # noqa: E402
+from app.limits import check_lr, check_model, check_preset, check_quota, check_steps  # noqa: E402
 from app.session import Keys, Sessions  # noqa: E402
 from app.settings import Limits, StudioSettings  # noqa: E402
 from dba.errors import DBAError  # noqa: E402
@@ -121,6 +121,15 @@ def test_disk_quota_refuses_new_work(tmp_path):
     with pytest.raises(DBAError, match="DBA_STUDIO_QUOTA_MB"):
         check_quota(settings, ws)
     check_quota(StudioSettings(runs_root=tmp_path / "runs", public=False), ws)  # local mode: no quota
+
+
+def test_a_preset_beyond_the_limits_stops_a_public_start():
+    check_preset(StudioSettings(model="tiny", preset_name="smoke", public=True, limits=LIMITS))
+    with pytest.raises(SystemExit, match="DBA_STUDIO_PRESET=lesson.*DBA_STUDIO_ALLOW_FULL"):
+        check_preset(StudioSettings(preset_name="lesson", public=True))  # full fine-tuning, off by default
+    with pytest.raises(SystemExit, match="DBA_STUDIO_PRESET=quick.*DBA_STUDIO_MAX_STEPS"):
+        check_preset(StudioSettings(preset_name="quick", public=True, limits=Limits(max_steps=10)))
+    check_preset(StudioSettings(preset_name="lesson", public=False))  # local mode: no limits
 
 
 def test_queue_length_is_capped():

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from .. import exports
+from .. import exports, limits
 from .common import Ctx, guard
 
 
@@ -33,18 +33,25 @@ def hidden_folders(ctx: Ctx, ws) -> dict[str, str]:
             str(ctx.page.sessions.tmp_root): "<tmp>/"}
 
 
-def wire(ctx: Ctx, t: SimpleNamespace) -> None:
-    page = ctx.page
+def _export(ctx: Ctx, sid, run, request, make) -> str:
+    """One download: the session's earlier zips go first (Gradio already holds its copies of them), then the quota
+    is checked and ``make(run_dir, out_dir, hide)`` writes the new one."""
+    ws = ctx.page.ws(sid, request)
+    run_dir = ctx.page.run_dir(ws, run)
+    for old in ws.exports.glob("*.zip"):
+        old.unlink(missing_ok=True)
+    limits.check_quota(ctx.settings, ws)
+    return str(make(run_dir, ws.exports, hidden_folders(ctx, ws)))
 
+
+def wire(ctx: Ctx, t: SimpleNamespace) -> None:
     @guard
     def export_adapter(sid, run, request: gr.Request):
-        ws = page.ws(sid, request)
-        return str(exports.export_adapter(page.run_dir(ws, run), ws.exports, hidden_folders(ctx, ws)))
+        return _export(ctx, sid, run, request, exports.export_adapter)
 
     @guard
     def export_merged(sid, run, request: gr.Request):
-        ws = page.ws(sid, request)
-        return str(exports.export_merged(page.run_dir(ws, run), ws.exports, hidden_folders(ctx, ws)))
+        return _export(ctx, sid, run, request, exports.export_merged)
 
     t.adapter.click(export_adapter, [ctx.sid, t.run], [t.file], api_name="export_adapter")
     t.merged.click(export_merged, [ctx.sid, t.run], [t.file], api_name="export_merged")
