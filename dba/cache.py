@@ -48,8 +48,9 @@ class CacheUse:
     """"global gradient" or "base scores"."""
     hit: bool
     """True when the stored result was used (nothing was computed)."""
-    path: str | None
-    """The cached file (read or written); None when caching is off."""
+    file: str | None
+    """The cached file (read or written); None when caching is off. (Not called ``path``: an API answer holding a
+    dict with a ``path`` key is taken for a file to download by gradio_client.)"""
     reason: str
     """Why: "found", "no cached result for this key", "stored key differs: ...", "unreadable: ...", "caching off"."""
     seconds: float = 0.0

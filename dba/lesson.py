@@ -98,6 +98,10 @@ class LessonConfig(ConfigBase):
     """Reuse (and store) the base model's scores and answers and the global gradient (:mod:`dba.cache`)."""
     cache_dir: str | None = None
     """Where the cache lives (None = ``$DBA_RESULT_CACHE`` or ``~/.cache/dba-studio/results``)."""
+    keep_weights: bool = True
+    """Keep each run's saved weights (``model/`` or ``adapter/``, for the Chat and Export tabs). False: they are
+    deleted once the run is scored and has answered (the record needs none of them; a full fine-tune of the
+    embedded model is about 540 MB per run)."""
 
     def validate(self) -> None:
         from .methods import METHODS
@@ -239,7 +243,8 @@ def _free():
 
 
 def run_lesson(cfg: LessonConfig | None = None, *, callback: Callable[[dict], None] | None = None, cancel=None,
-               progress: bool = False, questions=QUESTIONS, command: str | None = None) -> dict:
+               progress: bool = False, questions=QUESTIONS, command: str | None = None,
+               watch: Callable[[dict], None] | None = None) -> dict:
     """Run the lesson and return its record (also written to ``<output_dir>/lesson.json``).
 
     ``callback(event)`` receives, in order:
@@ -254,7 +259,9 @@ def run_lesson(cfg: LessonConfig | None = None, *, callback: Callable[[dict], No
     - ``{"type": "summary", "summary": ...}`` at the end.
 
     ``cancel``: a ``threading.Event`` (or a callable) checked between phases, batches and steps; a cancelled lesson
-    raises :class:`LessonCancelled`. ``command``: how the lesson was started (kept in the record)."""
+    raises :class:`LessonCancelled`. ``command``: how the lesson was started (kept in the record). ``watch(record)``:
+    called after every event with the record so far (the live object: copy it to keep it, e.g. for a page that
+    draws the lesson while it runs with :func:`figures` and :func:`answers_table`)."""
     from .anchor import load_anchor_corpus
     from .cache import cached_anchor, cached_json, scores_key
     from .methods import METHODS
@@ -277,6 +284,8 @@ def run_lesson(cfg: LessonConfig | None = None, *, callback: Callable[[dict], No
     def emit(ev: dict) -> None:
         if callback is not None:
             callback(ev)
+        if watch is not None:
+            watch(record)
 
     def phase(name: str, message: str, **kw) -> None:
         emit({"type": "lesson", "phase": name, "message": message, **kw})
@@ -429,6 +438,11 @@ def run_lesson(cfg: LessonConfig | None = None, *, callback: Callable[[dict], No
         r.loaded = None
         del r
         _free()
+        if not cfg.keep_weights:
+            import shutil
+
+            for name in ("model", "adapter"):
+                shutil.rmtree(spec.run_dir / name, ignore_errors=True)
 
     # 3. the summary
     timings["total"] = round(time.perf_counter() - t_start, 3)

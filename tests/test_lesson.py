@@ -48,9 +48,9 @@ def test_anchor_cache_hit_and_misses(tiny, tmp_path):
     cfg = AnchorConfig(corpus=str(corpus), batches=2, batch_size=2, max_length=128)
     cache = tmp_path / "cache"
     g1, use1 = cached_anchor(tiny, cfg, cache_dir=cache)
-    assert not use1.hit and use1.reason == "no cached result for this key" and Path(use1.path).exists()
+    assert not use1.hit and use1.reason == "no cached result for this key" and Path(use1.file).exists()
     g2, use2 = cached_anchor(tiny, cfg, cache_dir=cache)
-    assert use2.hit and use2.path == use1.path and use2.reason == "found"
+    assert use2.hit and use2.file == use1.file and use2.reason == "found"
     assert use2.computed_seconds is not None and "from the cache" in use2.describe()
     for n in g1.names():  # the stored anchor is the one computed
         torch.testing.assert_close(g2.matrix(n), g1.matrix(n))
@@ -58,7 +58,7 @@ def test_anchor_cache_hit_and_misses(tiny, tmp_path):
     # the corpus changed: another key, recomputed
     corpus.write_text(corpus.read_text(encoding="utf-8").replace("100", "200"), encoding="utf-8")
     _, use3 = cached_anchor(tiny, cfg, cache_dir=cache)
-    assert not use3.hit and use3.path != use1.path
+    assert not use3.hit and use3.file != use1.file
 
     # other anchor settings: another key
     _, use4 = cached_anchor(tiny, cfg.replace(batches=1), cache_dir=cache)
@@ -66,7 +66,7 @@ def test_anchor_cache_hit_and_misses(tiny, tmp_path):
 
     # caching off: computed, nothing stored
     _, use5 = cached_anchor(tiny, cfg, cache_dir=tmp_path / "off", enabled=False)
-    assert not use5.hit and use5.path is None and not (tmp_path / "off").exists()
+    assert not use5.hit and use5.file is None and not (tmp_path / "off").exists()
 
 
 def test_anchor_cache_miss_after_weight_change(tmp_path):
@@ -79,7 +79,7 @@ def test_anchor_cache_miss_after_weight_change(tmp_path):
         base_model(lm.model).model.norm.weight.add_(0.01)
     assert weight_fingerprint(lm.model) != fp
     _, use2 = cached_anchor(lm, cfg, cache_dir=cache)
-    assert not use2.hit and use2.path != use1.path
+    assert not use2.hit and use2.file != use1.file
 
 
 def test_a_cached_file_whose_key_differs_is_never_used(tiny, tmp_path):
@@ -88,7 +88,7 @@ def test_a_cached_file_whose_key_differs_is_never_used(tiny, tmp_path):
     _, use_a = cached_anchor(tiny, cfg, cache_dir=cache)
     _, use_b = cached_anchor(tiny, cfg.replace(batch_size=3), cache_dir=cache)
     # put the other settings' anchor where this key's file lives: its stored key differs, so it is recomputed
-    shutil.copy(use_b.path, use_a.path)
+    shutil.copy(use_b.file, use_a.file)
     g, use = cached_anchor(tiny, cfg, cache_dir=cache)
     assert not use.hit and use.reason.startswith("stored key differs") and "anchor" in use.reason
     assert g.meta["batches"] == 1 and g.meta["cache_key"]["anchor"]["batch_size"] == 2
