@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 from dba import plots
-from dba.errors import DBAError
 
 from .jobs import Job, RunTrace
 
@@ -192,19 +191,3 @@ def compare_outputs(folder: str | Path):
 
 def is_compare_folder(path: Path) -> bool:
     return (path / "results.csv").exists() or (path / "compare.json").exists()
-
-
-def require_inside(path: str | Path, root: Path, what: str = "folder") -> Path:
-    """``path`` resolved, and only when it lies inside ``root`` (paths typed into the page cannot wander)."""
-    if not path:
-        raise DBAError(f"No {what} chosen.")
-    p = Path(path).expanduser()
-    if not p.is_absolute():
-        p = root / p
-    p = p.resolve()
-    root = root.resolve()
-    if p != root and root not in p.parents:
-        raise DBAError(f"The {what} must lie inside {root}.")
-    if not p.exists():
-        raise DBAError(f"The {what} {p} does not exist.")
-    return p
