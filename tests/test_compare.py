@@ -24,7 +24,8 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-PLOTS = ("scores_over_steps", "score_plane", "loss_curves", "similarity_and_scale", "dc_function", "score_bars")
+PLOTS = ("scores_over_steps", "score_plane", "loss_curves", "similarity_and_scale", "dc_function", "score_bars",
+         "forgetting_plane")
 
 
 def _write_jsonl(path: Path, rows) -> str:
@@ -204,7 +205,7 @@ def test_two_domains_from_the_cli_reuse_one_anchor(data, tmp_path, capsys):
     assert [(r["domain"], r["label"]) for r in rows] == [
         ("finance", "base"), ("finance", "mixture-0.5"), ("finance", "dba"),
         ("law", "base"), ("law", "mixture-0.5"), ("law", "dba")]
-    assert "domain,method,label,ratio" in printed
+    assert "domain,method,label,seed,ratio" in printed
     runs = load_runs(out)
     assert {Path(r["dir"]).relative_to(out).as_posix() for r in runs} == {
         "runs/finance/mixture-0.5", "runs/finance/dba", "runs/law/mixture-0.5", "runs/law/dba"}

@@ -333,7 +333,7 @@ def _bar_rows(rows: list[dict], cost: dict, domain: str) -> list[dict]:
     net = c.get("runs", {})
     out = []
     for r in rows:
-        if r["domain"] != domain:
+        if r["domain"] != domain or r.get("method") == "wiseft":  # WiSE-FT points: on the forgetting plane
             continue
         r = dict(r)
         if r["label"] in net:
