@@ -13,7 +13,7 @@ import html
 from pathlib import Path
 
 from dba.errors import DBAError
-from dba.lesson import LESSON_REMEDY, LessonCancelled, LessonConfig, load_record, run_lesson
+from dba.lesson import LESSON_REMEDY, LessonCancelled, LessonConfig, load_record, run_lesson, shareable
 
 from .jobs import Job
 from .session import Workspace
@@ -89,20 +89,8 @@ def intro_of(record: dict) -> str:
 
 
 def page_record(record: dict) -> dict:
-    """A copy of a lesson record for the page and its API: server folders reduced to their names (public mode never
-    shows server paths)."""
-    rec = copy.deepcopy(record)
-    for c in (rec.get("cache") or {}).values():
-        if c and c.get("file"):
-            c["file"] = Path(c["file"]).name
-    for r in rec.get("runs") or []:
-        if r.get("run_dir"):
-            r["run_dir"] = Path(r["run_dir"]).name
-    cfg = rec.get("config") or {}
-    if cfg.get("output_dir"):
-        cfg["output_dir"] = Path(cfg["output_dir"]).name
-    cfg["cache_dir"] = None
-    return rec
+    """A copy of a lesson record for the page and its API (:func:`dba.lesson.shareable`: no server paths)."""
+    return shareable(record)
 
 
 def lesson_job(ws: Workspace, domain: str):
@@ -138,7 +126,7 @@ def lesson_job(ws: Workspace, domain: str):
                     job.note(ANCHOR)
                     job.set_phase("anchor", msg, total=int(ev.get("total") or 0), unit="batch")
                 elif ev.get("cache") is not None:
-                    job.note(("♻ " if ev["cache"].get("hit") else "") + html.escape(msg) + ".")
+                    job.note(html.escape(msg) + ".")
                     job.touch(message=msg)
                 elif ph in ("load", "base", "final", "answers"):
                     job.set_phase("eval" if ph in ("base", "final") else "load", msg)
@@ -180,7 +168,7 @@ def recorded_banner(record: dict) -> str:
     t = (record.get("timings") or {}).get("total")
     took = f", took {t / 60:.1f} min" if t else ""
     cmd = record.get("command") or "scripts/record_lesson.py"
-    return (f"📼 **Recorded lesson** — not running now. Recorded {record.get('created', '?')} on "
+    return (f"**RECORDED LESSON** — not running now. Recorded {record.get('created', '?')} on "
             f"{m.get('text', 'an unknown machine')}{took}; model `{(record.get('run') or {}).get('model')}`, domain "
             f"**{(record.get('run') or {}).get('domain')}**, remedy **{(record.get('remedy') or {}).get('name')}**. "
             f"Regenerate it with `{cmd}`. Press **Run the lesson live** to make your own.")
@@ -191,6 +179,6 @@ def cache_line(record: dict) -> str:
     out = []
     for c in (record.get("cache") or {}).values():
         if c:
-            out.append(("♻ " if c.get("hit") else "") + c.get("what", "?") + (": from the cache" if c.get("hit") else
+            out.append(c.get("what", "?") + (": from the cache" if c.get("hit") else
                                                                             ": computed now and cached"))
     return " · ".join(out)

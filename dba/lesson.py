@@ -647,8 +647,30 @@ def figures(record: dict, want=("scores", "plane", "loss")) -> dict:
     return out
 
 
-def save_record(record: dict, path: str | Path) -> Path:
-    """Write a lesson record as JSON, atomically."""
+def shareable(record: dict) -> dict:
+    """A copy of a record with this machine's folders reduced to their names (cache files, run folders, the lesson
+    folder): for a file shipped in the repo, and for a page that never shows server paths."""
+    rec = copy.deepcopy(record)
+    for c in (rec.get("cache") or {}).values():
+        if c and c.get("file"):
+            c["file"] = Path(c["file"]).name
+    for r in rec.get("runs") or []:
+        if r.get("run_dir"):
+            r["run_dir"] = Path(r["run_dir"]).name
+    cfg = rec.get("config") or {}
+    if cfg.get("output_dir"):
+        cfg["output_dir"] = Path(cfg["output_dir"]).name
+    if cfg.get("cache_dir"):
+        cfg["cache_dir"] = Path(cfg["cache_dir"]).name
+    return rec
+
+
+def save_record(record: dict, path: str | Path, compact: bool = False) -> Path:
+    """Write a lesson record as JSON, atomically (``compact``: no indentation, for a file shipped in the repo)."""
+    if compact:
+        from .io import atomic_write_text
+
+        return atomic_write_text(path, json.dumps(record, separators=(",", ":"), default=str) + "\n")
     return atomic_write_json(path, record)
 
 

@@ -57,7 +57,7 @@ def build(ctx: Ctx) -> SimpleNamespace:
             t.domain = gr.Dropdown(list(BUNDLED_DOMAINS), value="finance", label="Domain to learn", scale=2)
             t.run = gr.Button(f"▶ Run the lesson live: direct vs {LESSON_REMEDY}", variant="primary", scale=3,
                               elem_id="teach-run")
-            t.show = gr.Button("📼 Show the recorded lesson", variant="secondary", scale=2, elem_id="teach-recorded")
+            t.show = gr.Button("Show the recorded lesson", variant="secondary", scale=2, elem_id="teach-recorded")
         t.banner = gr.Markdown(start[0] if start else "", elem_id="teach-banner")
         with gr.Row():
             with gr.Column(scale=2):
@@ -95,7 +95,7 @@ def wire(ctx: Ctx, t: SimpleNamespace) -> None:
         ws.model.check()
         work, cfg = teaching.lesson_job(ws, domain)
         job = page.start(ws, "teach", f"Lesson: direct vs {cfg.remedy} on {domain}", work)
-        return (page.started(job), "🔴 **Live lesson** — running now; the figures follow it.",
+        return (page.started(job), "**LIVE LESSON** — running now; the figures follow it.",
                 "\n\n".join(job.notes) or teaching.intro(cfg), NO_ANSWERS)
 
     t.run.click(start_teaching, [ctx.sid, t.domain], [ctx.job_html, t.banner, t.md, t.answers],
@@ -113,8 +113,8 @@ def render(ctx: Ctx, t: SimpleNamespace, job, ws, runs: list[dict], moved: set[s
     """The live lesson: narration, answers and figures (only those whose data moved), from the job's live record."""
     record = job.result.get("lesson")
     out = {t.md: "\n\n".join(job.notes) or "starting…"}
-    state = {"completed": "✅ **Live lesson** — finished", "failed": "⚠ **Live lesson** — failed",
-             "cancelled": "■ **Live lesson** — cancelled"}.get(job.state, "🔴 **Live lesson** — running now")
+    state = {"completed": "**LIVE LESSON** — finished", "failed": "**LIVE LESSON** — failed",
+             "cancelled": "**LIVE LESSON** — cancelled"}.get(job.state, "**LIVE LESSON** — running now")
     line = teaching.cache_line(record) if record else ""
     out[t.banner] = state + (f" · {line}" if line else "")
     if not record:
