@@ -19,8 +19,9 @@ from test_distributed import run  # noqa: E402
 if __name__ == "__main__":
     torch.set_num_threads(1)
     accelerator = Accelerator()
-    print(f"rank {accelerator.process_index} of {accelerator.num_processes}: {accelerator.distributed_type}, "
-          f"backend {torch.distributed.get_backend()}", flush=True)
+    with open(os.path.join(sys.argv[1], f"started-rank{accelerator.process_index}.txt"), "w") as f:
+        f.write(f"rank {accelerator.process_index} of {accelerator.num_processes}: {accelerator.distributed_type}, "
+                f"backend {torch.distributed.get_backend()}")
     try:
         run(accelerator.process_index, accelerator.num_processes, sys.argv[1], accelerator)
     finally:

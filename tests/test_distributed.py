@@ -86,6 +86,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def started(out_dir) -> list[str]:
+    """What each started process wrote about itself (a file per rank: their stdout lines would interleave)."""
+    return [f.read_text() for f in sorted(Path(out_dir).glob("started-rank*.txt"))]
+
+
 def launch(launcher: str, out_dir, world: int = WORLD) -> subprocess.CompletedProcess:
     """Start ``world`` CPU processes of tests/distributed_worker.py through a real launcher (the commands of
     docs/scaling.md). ``accelerate launch --cpu`` would start ONE process: --cpu selects accelerate's single-process
@@ -114,8 +119,7 @@ def _load(out_dir, index, world):
 def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path):
     done = launch("accelerate", tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    started = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
-    assert started == [f"rank {i} of {WORLD}: DistributedType.MULTI_CPU, backend gloo" for i in range(WORLD)]
+    assert started(tmp_path) == [f"rank {i} of {WORLD}: DistributedType.MULTI_CPU, backend gloo" for i in range(WORLD)]
     run(0, 1, str(tmp_path))
 
     single, s_info = _load(tmp_path, 0, 1)
@@ -152,10 +156,11 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path):
 
 
 PROBE = """
-import torch
+import sys
 from accelerate import Accelerator
 a = Accelerator()
-print(f"rank {a.process_index} of {a.num_processes}: {a.distributed_type}", flush=True)
+with open(f"{sys.argv[1]}/started-rank{a.process_index}.txt", "w") as f:
+    f.write(f"rank {a.process_index} of {a.num_processes}: {a.distributed_type}")
 """
 
 
@@ -166,8 +171,7 @@ def test_torchrun_starts_n_cpu_processes(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "WORKER", probe)
     done = launch("torchrun", tmp_path, world=3)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(line for line in done.stdout.splitlines() if line.startswith("rank ")) == \
-        [f"rank {i} of 3: DistributedType.MULTI_CPU" for i in range(3)]
+    assert started(tmp_path) == [f"rank {i} of 3: DistributedType.MULTI_CPU" for i in range(3)]
 
 
 # ------------------------------------------------------------------------------------------------ unsupported layouts
