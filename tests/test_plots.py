@@ -366,3 +366,27 @@ def test_save_is_atomic_and_replaces(tmp_path):
     plots.loss_curves(synthetic_runs(), path=target)
     assert target.read_bytes() != first
     assert sorted(p.name for p in target.parent.iterdir()) == ["fig.png"]
+
+
+def test_intervals_are_drawn_as_bands_and_whiskers(out):
+    """Eval records with "ci" give bands over steps and whiskers on the plane's end points; results rows with
+    s_lo/s_hi give bar whiskers of exactly that interval (a pooled row stands for its seeds)."""
+    runs = synthetic_runs()
+    for m in runs[0]["metrics"]:
+        if m["type"] == "eval":
+            m["ci"] = {"s_g": [m["s_g"] - 0.05, m["s_g"] + 0.03], "s_d": [m["s_d"] - 0.02, m["s_d"] + 0.04]}
+    fig = plots.scores_over_steps(runs)
+    (band,) = [a for a in fig.findobj() if a.get_gid() == "band:s_g:direct"]
+    evals = [m for m in runs[0]["metrics"] if m["type"] == "eval"]
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert np.isclose(ys.min(), min(m["s_g"] for m in evals) - 0.05)
+    assert not [a for a in fig.findobj() if str(a.get_gid()).startswith("band:s_g:dba")]  # no ci, no band
+    assert [a for a in plots.score_plane(runs).findobj() if a.get_gid() == "whisker:direct"]
+    rows = [{"method": "base", "label": "base", "s": 0.4, "s_lo": 0.3, "s_hi": 0.5},
+            {"method": "dba", "label": "dba", "seed": 0, "s": 0.9},
+            {"method": "dba", "label": "dba", "seed": "all", "s": 0.6, "s_lo": 0.5, "s_hi": 0.75}]
+    fig = plots.score_bars(rows)
+    assert [round(p.get_height(), 6) for p in with_gid(fig, "bars:s")] == [0.4, 0.6]
+    (err,) = [a for a in fig.findobj() if a.get_gid() == "err:s"][:1]
+    segs = [np.asarray(s)[:, 1] for s in err.get_segments()]
+    assert sorted((round(s.min(), 6), round(s.max(), 6)) for s in segs) == [(0.3, 0.5), (0.5, 0.75)]
