@@ -2,20 +2,28 @@
 methods of :data:`dba.methods.METHODS`), on the same base model, domain data, seed and budget, all DBA runs sharing
 ONE global gradient ĝ_G estimated once.
 
-Three rooms: :mod:`.plan` (which runs, each one's config), :mod:`.run` (:func:`compare` runs them),
-:mod:`.report` (cost.json, results.csv, plots, summary.md). :func:`compare` writes an output folder:
+Rooms: :mod:`.plan` (which runs, each one's config), :mod:`.run` (:func:`compare` runs them), :mod:`.posthoc`
+(WiSE-FT points of finished runs), :mod:`.rows` (results rows with intervals), :mod:`.report` (cost.json,
+results.csv, plots, summary.md). :func:`compare` writes an output folder:
 
 - ``anchor.safetensors``   — ĝ_G, estimated once at the start (or the file given as ``run.anchor``) and passed,
   loaded, to every run that needs it (``finetune(..., anchor=g)``), for every domain;
 - ``base.json``            — the base model's scores, measured ONCE per domain (general set once);
-- ``runs/<label>/``        — one run folder per run (``runs/<domain>/<label>/`` when several domains are compared),
+- ``runs/<label>/``        — one run folder per run (``runs/<domain>/<label>/`` when several domains are compared,
+  ``.../<label>/seed-<k>/`` with ``seeds`` > 1: every method runs with seeds run.seed, run.seed + 1, ...),
   written by :func:`dba.train.finetune`; the shared base evaluation is written into each run's ``metrics.jsonl``
   as its step-0 record (marked ``"shared": true``) and the final evaluation as its last record, so each folder
   reads like a stand-alone run;
-- ``results.csv``          — one row per run plus a ``base`` row per domain (see :data:`RESULT_COLUMNS`);
+- ``wiseft.json`` in a run folder — its WiSE-FT points (``CompareConfig.wiseft``: the run interpolated with the base
+  at each α, scored; no training), see :mod:`.posthoc`;
+- ``results.csv``          — one row per run (per seed) plus a ``base`` row per domain, a pooled row per method with
+  several seeds and a ``<label>+wiseft-<α>`` row per WiSE-FT point; every score and every difference (vs base, vs
+  direct) with its 95 % interval (see :data:`RESULT_COLUMNS`, :mod:`.rows`);
 - ``cost.json``            — the cost accounting (see :func:`cost_accounting`);
-- ``<domain>_*.png``, ``anchor_spectrum.png`` — plots from :mod:`dba.plots`;
-- ``summary.md``           — the results table and the cost lines;
+- ``<domain>_*.png``, ``anchor_spectrum.png`` — plots from :mod:`dba.plots`, with intervals (bands, whiskers), among
+  them ``<domain>_forgetting_plane.png`` (:func:`dba.plots.forgetting_plane`);
+- ``summary.md``           — the results tables with intervals ("within noise" where a difference's interval
+  contains 0) and the cost lines (per seed and in total);
 - ``compare.json``         — the :class:`~dba.config.CompareConfig` and the run list (for ``resume``).
 
 The configs (:class:`~dba.config.CompareConfig`, the ``quick`` preset ...) live in :mod:`dba.config`; the command
