@@ -181,6 +181,7 @@ def result_rows(cfg: CompareConfig, specs: list[RunSpec], base_scores: dict, out
             else:
                 statuses.setdefault(d, {}).setdefault(u.label, []).append(u.status)
                 methods[u.label] = u.method
+    rows = [{k: r.get(k) for k in RESULT_COLUMNS} for r in rows]  # every row has every column
     return rows, statuses, methods, wiseft
 
 
