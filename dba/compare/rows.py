@@ -130,6 +130,9 @@ def delta_columns(prefix: str, a, b) -> dict:
     cols = {}
     for k in SCORES:
         cols.update(interval_columns(prefix + k, d.get(k)))
+        if d.get(k) is None and isinstance(a, Scores) and isinstance(b, Scores) \
+                and getattr(a, k) is not None and getattr(b, k) is not None:
+            cols[prefix + k] = _num(getattr(a, k) - getattr(b, k))  # records without per-item results: no interval
     return cols
 
 
