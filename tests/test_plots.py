@@ -382,6 +382,7 @@ def test_intervals_are_drawn_as_bands_and_whiskers(out):
     assert np.isclose(ys.min(), min(m["s_g"] for m in evals) - 0.05)
     assert not [a for a in fig.findobj() if str(a.get_gid()).startswith("band:s_g:dba")]  # no ci, no band
     assert [a for a in plots.score_plane(runs).findobj() if a.get_gid() == "whisker:direct"]
+    assert [a for a in plots.live_dashboard(runs[0]).findobj() if a.get_gid() == "band:live:s_d"]
     rows = [{"method": "base", "label": "base", "s": 0.4, "s_lo": 0.3, "s_hi": 0.5},
             {"method": "dba", "label": "dba", "seed": 0, "s": 0.9},
             {"method": "dba", "label": "dba", "seed": "all", "s": 0.6, "s_lo": 0.5, "s_hi": 0.75}]

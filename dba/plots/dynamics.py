@@ -11,6 +11,7 @@ from matplotlib.ticker import MaxNLocator
 from ..errors import DBAError
 from ._common import NO_EVALS, NO_STEPS, _SCORE_NAMES, _eval_records, _finish, _legend, _new_figure, _note, _records, _run_legend, _series, _smooth, _smooth_window, _step_records, _tidy, _title_of
 from .colors import _COLORS, _as_runs, _num, run_label
+from .scores import _ci_series
 
 
 _RHO_C, _LAM_C, _GAMMA_C, _LR_C = "#1f77b4", "#d95f02", "#2ca02c", "#7570b3"
@@ -177,11 +178,15 @@ def live_dashboard(run, path=None) -> Figure:
             ax_s.plot(xs, ys, marker=marker, markersize=5, color=color, linewidth=1.8,
                       label=_SCORE_NAMES[key][0].split(" — ")[0] + (" general" if key == "s_g" else " domain"),
                       gid=f"live:{key}")
+            bx, lo, hi = _ci_series(evals, key)
+            if len(bx):  # the 95 % interval of each evaluation
+                ax_s.fill_between(bx, lo, hi, color=color, alpha=0.13, linewidth=0, zorder=0).set_gid(
+                    f"band:live:{key}")
             if xs[0] == 0:
                 ax_s.axhline(ys[0], color=color, linestyle=":", linewidth=1.0, alpha=0.8)
     ax_s.set_xlabel("optimiser step")
     ax_s.set_ylabel("score (share correct, 0–1)")
-    ax_s.set_title("Scores (dotted: base model)")
+    ax_s.set_title("Scores (dotted: base model; bands: 95 % intervals)")
     ax_s.xaxis.set_major_locator(MaxNLocator(integer=True))
     _tidy(ax_s)
     if drawn:
