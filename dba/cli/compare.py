@@ -47,8 +47,8 @@ def resolved(cfg: CompareConfig) -> dict:
     d = cfg.to_dict()
     d["run"] = cfg.run.resolved().to_dict()
     d["methods"] = selected_methods(cfg)
-    d["planned_runs"] = [{"domain": s.domain, "label": s.label, "method": s.method, "ratio": s.ratio}
-                         for s in specs]
+    d["planned_runs"] = [{"domain": s.domain, "label": s.label, "method": s.method, "ratio": s.ratio,
+                          "seed": s.seed} for s in specs]
     return d
 
 
