@@ -268,3 +268,38 @@ def test_shipped_recorded_lesson_loads_and_draws():
     assert path.stat().st_size < 100_000
     figs = figures(rec)
     assert figs["scores"].axes
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The app opens on a recorded lesson (public mode's default, or DBA_STUDIO_LESSON=recorded)
+
+
+def test_the_page_opens_on_the_recorded_lesson(two_lessons, tmp_path, monkeypatch):
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    import app.teaching as teaching
+    from app.settings import StudioSettings
+    from app.ui import build_demo
+    from dba.lesson import shareable
+
+    assert StudioSettings(public=True).lesson_opens_on_recorded
+    assert not StudioSettings().lesson_opens_on_recorded
+    assert StudioSettings(lesson_opens="recorded").lesson_opens_on_recorded
+    monkeypatch.setenv("DBA_STUDIO_LESSON", "recorded")
+    monkeypatch.setenv("DBA_STUDIO_LESSON_PRESET", "smoke")
+    s = StudioSettings.from_env()
+    assert s.lesson_opens_on_recorded and s.lesson_preset_name == "smoke"
+
+    rec = shareable(two_lessons[0])
+    assert str(tmp_path) not in json.dumps(rec) and "/" not in rec["runs"][0]["run_dir"]
+    path = save_record(rec, tmp_path / "recorded_lesson.json", compact=True)
+    monkeypatch.setattr(teaching, "RECORDED_LESSON", path)
+    settings = StudioSettings(model="tiny", preset_name="smoke", runs_root=tmp_path / "runs", lesson_opens="recorded")
+    t = build_demo(settings).studio_tabs["lesson"]
+    assert "RECORDED LESSON" in t.banner.value and "pytest" in t.banner.value  # the command that made it
+    assert "What happened" in t.md.value and "What is the capital of France?" in t.answers.value
+    assert t.scores.value is not None and t.plane.value is not None
+    # live by default: nothing drawn until the lesson runs
+    t = build_demo(StudioSettings(model="tiny", preset_name="smoke", runs_root=tmp_path / "runs2")).studio_tabs["lesson"]
+    assert t.banner.value == "" and t.scores.value is None
