@@ -201,6 +201,7 @@ def test_record_saves_loads_and_draws(two_lessons, tmp_path):
     assert set(figs) == {"scores", "plane", "loss"}
     gids = {a.get_gid() for ax in figs["scores"].axes for a in ax.get_children()}
     assert {"s_g:direct", "s_g:dba", "s_d:direct", "s_d:dba"} <= gids
+    assert {"band:s_g:direct", "band:s_d:dba"} <= gids  # the 95 % intervals, drawn as bands
     # a file that is not a lesson record: one clear message
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(DBAError, match="not a lesson record"):
