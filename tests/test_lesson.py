@@ -304,3 +304,22 @@ def test_the_page_opens_on_the_recorded_lesson(two_lessons, tmp_path, monkeypatc
     # live by default: nothing drawn until the lesson runs
     t = build_demo(StudioSettings(model="tiny", preset_name="smoke", runs_root=tmp_path / "runs2")).studio_tabs["lesson"]
     assert t.banner.value == "" and t.scores.value is None
+
+
+def test_a_cancelled_lesson_stops_with_its_record_so_far(tmp_path):
+    import threading
+
+    from dba.lesson import LessonCancelled
+
+    cancel = threading.Event()
+
+    def on_event(ev):
+        if ev.get("type") == "step":  # the first training step of direct: cancel
+            cancel.set()
+
+    cfg = LessonConfig(preset="smoke", output_dir=str(tmp_path / "l"), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(LessonCancelled, match="cancelled during direct") as e:
+        run_lesson(cfg, callback=on_event, cancel=cancel)
+    rec = e.value.record
+    assert rec["status"] == "cancelled" and [r["label"] for r in rec["runs"]] == ["direct"]
+    assert rec["runs"][0]["status"] == "cancelled" and rec["base"]["answers"]
