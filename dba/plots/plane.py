@@ -90,16 +90,20 @@ def _draw_points(ax, pts: list[dict], key: str | None) -> None:
         size = 40.0 + (260.0 * math.sqrt(cost / top) if cost and top > 0 else 0.0)
         if p["method"] == "base":
             ax.scatter([p["x"]], [p["y"]], s=260, marker="*", color="#222222", edgecolor="white", zorder=5,
-                       label="base model", gid="point:base")
+                       gid="point:base")
+            ax.plot([], [], marker="*", linewidth=0, markersize=11, color="#222222", label="base model")
             continue
         wise = p["alpha"] is not None
         ax.scatter([p["x"]], [p["y"]], s=size * (0.5 if wise else 1.0), marker="D" if wise else "o",
                    facecolor="white" if wise else c, edgecolor=c, linewidth=1.4, zorder=4, alpha=0.9,
-                   label=None if wise else p["label"], gid=f"point:{p['label']}")
+                   gid=f"point:{p['label']}")
+        if not wise:  # a legend entry of a fixed size (the marker's area is the cost)
+            ax.plot([], [], marker="o", linewidth=0, markersize=7, color=c, label=p["label"])
         text = f"α={p['alpha']:g}" if wise else p["label"]
         if cost is not None and cost > 0:
             text += f"\n{_cost_text(cost, key)}"
-        ax.annotate(text, (p["x"], p["y"]), textcoords="offset points", xytext=(6, 4), fontsize=6.5, color=c)
+        r = math.sqrt(size * (0.5 if wise else 1.0)) / 2  # the marker's radius in points: the text beside it
+        ax.annotate(text, (p["x"], p["y"]), textcoords="offset points", xytext=(r + 2, 2), fontsize=6.5, color=c)
 
 
 def _draw_curves(ax, pts: list[dict]) -> None:
@@ -131,7 +135,7 @@ def _limits(pts: list[dict]):
     ys = [v for p in pts for v in (p["y"], p["y_lo"], p["y_hi"]) if v is not None]
     lo, hi = np.array([min(xs), min(ys)]), np.array([max(xs), max(ys)])
     pad = np.maximum(0.05, 0.12 * (hi - lo))
-    lo, hi = np.clip(lo - pad, 0.0, 1.0), np.clip(hi + pad, 0.0, 1.0)
+    lo, hi = np.clip(lo - pad, -0.02, 1.0), np.clip(hi + pad, 0.0, 1.02)
     return (lo[0], hi[0]), (lo[1], hi[1])
 
 
