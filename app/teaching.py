@@ -8,7 +8,6 @@ draws the recorded lesson).
 """
 from __future__ import annotations
 
-import copy
 import html
 from pathlib import Path
 
