@@ -36,7 +36,7 @@ def command_line(args) -> str:
     return shlex.join(parts)
 
 
-def screenshot(record_path: Path, png: Path) -> None:
+def screenshot(record_path: Path, png: Path, model: str, lesson_preset: str) -> None:
     """The Studio opened on this recorded lesson in Debian's chromium (headless), full page."""
     import socket
 
@@ -50,7 +50,8 @@ def screenshot(record_path: Path, png: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    settings = StudioSettings(model="tiny", preset_name="smoke", port=port, lesson_opens="recorded",
+    settings = StudioSettings(model=model, preset_name="smoke" if lesson_preset == "smoke" else "quick", port=port,
+                              lesson_preset=lesson_preset, lesson_opens="recorded",
                               runs_root=Path(tempfile.mkdtemp(prefix="dba-shot-")), device="cpu")
     demo, (_, url, _) = launch(settings, prevent_thread_lock=True, quiet=True)
     try:
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
           + ", ".join(f"{k} {v.get('total', 0):.0f} s" for k, v in t.get("runs", {}).items()) + ")")
     print(f"runs: {runs}")
     if args.screenshot:
-        screenshot(Path(out).resolve(), Path(args.screenshot))
+        screenshot(Path(out).resolve(), Path(args.screenshot), args.model, args.preset)
         print(f"screenshot: {args.screenshot}")
     return 0
 
