@@ -26,6 +26,7 @@ one matrix product (10 000 resamples over 500 items: about 0.2 s on one CPU core
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -139,6 +140,19 @@ def percentile_interval(stats: np.ndarray, level: float = LEVEL) -> tuple[float,
     return float(lo), float(hi)
 
 
+@functools.lru_cache(maxsize=8)
+def _counts(n_items: tuple[int, ...], n_seeds: int, n_resamples: int, seed: int):
+    """The draws of :class:`_Draw`, kept for the next call with the same sizes (drawing is ~100x the cost of the
+    statistic; a report computes many intervals over the same sets). Stored compactly (uint16 counts), read-only."""
+    rng = np.random.default_rng(seed)
+    items = [resample_counts(n, n_resamples, rng) for n in n_items]
+    seeds = resample_counts(n_seeds, n_resamples, rng) if n_seeds > 1 else None
+    small = [a.astype(np.uint16) if a.shape[1] < 65536 else a for a in items]
+    for a in small:
+        a.setflags(write=False)
+    return small, seeds
+
+
 class _Draw:
     """The resamples of one bootstrap: item counts per set and seed counts, drawn in a fixed order from one rng
     (items of the first set, then of the second, then the seeds), so that paired statistics share them."""
@@ -146,13 +160,12 @@ class _Draw:
     def __init__(self, n_items: Sequence[int], n_seeds: int, n_resamples: int, seed: int):
         if n_resamples < 1:
             raise EvaluationError(f"n_resamples must be at least 1, got {n_resamples}.")
-        rng = np.random.default_rng(seed)
-        self.items = [resample_counts(n, n_resamples, rng) for n in n_items]
-        self.seeds = resample_counts(n_seeds, n_resamples, rng) if n_seeds > 1 else None
+        self.items, self.seeds = _counts(tuple(int(n) for n in n_items), int(n_seeds), int(n_resamples), int(seed))
 
     def mean(self, k: int, values: np.ndarray) -> np.ndarray:
         """Resampled mean of ``values`` (seeds x items) with the item draw of set ``k``: shape (n_resamples,)."""
-        per_seed = self.items[k] @ values.T / values.shape[1]  # (R, seeds): mean over the drawn items, per seed
+        counts = self.items[k].astype(np.float64)
+        per_seed = counts @ values.T / values.shape[1]  # (R, seeds): mean over the drawn items, per seed
         if self.seeds is None:
             return per_seed.mean(axis=1) if per_seed.shape[1] > 1 else per_seed[:, 0]
         return (self.seeds * per_seed).sum(axis=1) / values.shape[0]
