@@ -7,7 +7,7 @@ evaluation. Nothing stale is ever used:
 - **the key** of a cached result holds everything it depends on: the model's weight fingerprint
   (:func:`dba.models.weight_fingerprint`), the corpus content hash (the anchor) or the evaluation items' content hash
   (the scores), the settings (:class:`dba.config.AnchorConfig` as a dict; the scorer settings), the trainable layout
-  (LoRA settings or full fine-tuning) and the library version;
+  (LoRA settings or full fine-tuning), the device type and weight dtype, and the library version;
 - **the file name** is a digest of that key, so a changed corpus, changed weights or changed settings look for
   another file (a miss, then computed and stored);
 - **the file's own metadata** (the safetensors header of an anchor; the JSON of scores) repeats the key, and a file
@@ -101,9 +101,17 @@ def _differences(stored: dict, wanted: dict) -> str:
 
 
 def layout(lm) -> dict:
-    """What the model trains (it decides the anchor's space and tensors): LoRA settings, or full fine-tuning."""
+    """What the model trains (it decides the anchor's space and tensors: LoRA settings, or full fine-tuning) and how
+    it computes (device type and weight dtype: a bf16 GPU load and an fp32 CPU load share a weight fingerprint, not
+    their numbers)."""
     lora = getattr(lm, "lora", None)
-    return {"lora": _plain(lora) if lora is not None else None, "quantization": getattr(lm, "quantization", "none")}
+    try:
+        dtype = str(next(p for p in lm.model.parameters() if p.is_floating_point()).dtype)
+    except StopIteration:
+        dtype = None
+    device = getattr(getattr(lm, "device", None), "type", None)
+    return {"lora": _plain(lora) if lora is not None else None, "quantization": getattr(lm, "quantization", "none"),
+            "device": device, "dtype": dtype}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -176,7 +184,8 @@ def scores_key(lm, general_items, domain_items, **settings) -> dict:
     from .models import weight_fingerprint
 
     return {"kind": "scores", "format": CACHE_FORMAT, "library": __version__,
-            "weight_fingerprint": weight_fingerprint(lm.model), "general_items": items_hash(general_items),
+            "weight_fingerprint": weight_fingerprint(lm.model), "compute": layout(lm),
+            "general_items": items_hash(general_items),
             "domain_items": items_hash(domain_items), "settings": _plain(settings)}
 
 
