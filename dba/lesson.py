@@ -63,11 +63,13 @@ QUESTIONS: tuple[Question, ...] = (
     Question("What is the capital of France?", ("Paris",)),
     Question("What is 7 + 5?", ("12", "twelve")),
     Question("What colour is the sky on a clear day?", ("blue",)),
-    Question("How many legs does a spider have?", ("8", "eight")),
+    Question("How many legs does a dog have?", ("4", "four")),
     Question("What is the opposite of hot?", ("cold",)),
 )
 """The questions every model of the lesson answers (base at the start; direct and the remedy at the end). Plain
-general knowledge a 135M chat model gets right, so a wrong or drifting answer is visible forgetting."""
+general knowledge the embedded 135M chat model gets right (checked: its greedy replies name the answer to all five,
+e.g. "The capital of France is Paris."; it does not know how many legs a spider has, nor the largest planet), so a
+wrong or drifting answer is visible forgetting."""
 
 
 @dataclass
