@@ -92,8 +92,10 @@ class LessonConfig(ConfigBase):
     intermediate evaluation per run, which keeps the lesson within its time on 2 CPU cores; 0 = start and end only)."""
     mixture_ratio: float = LESSON_MIXTURE_RATIO
     """General share of each batch when the remedy is ``mixture``."""
-    answer_tokens: int = 40
-    """Longest answer to a lesson question, in tokens (the reply shown is its first line)."""
+    answer_tokens: int = 24
+    """Longest answer to a lesson question, in tokens (the reply shown is its first line). 24 holds "The capital of
+    France is Paris." several times over; longer, rambling replies are cut (generation is a visible share of the
+    lesson's time on a CPU)."""
     output_dir: str = "runs/lesson"
     """The lesson folder: its two run folders go under ``runs/``; ``lesson.json`` is the record."""
     cache: bool = True
@@ -166,7 +168,7 @@ def plan(cfg: LessonConfig):
 # The model's own words
 
 
-def ask(lm, questions=QUESTIONS, max_new_tokens: int = 40) -> list[dict]:
+def ask(lm, questions=QUESTIONS, max_new_tokens: int = 24) -> list[dict]:
     """Each question answered greedily by the loaded model (the batched generation of :func:`dba.scores.
     score_generation`, chat template, first line of the reply): ``[{"reply", "says_answer"}]``."""
     from .data import MCItem
