@@ -5,7 +5,6 @@ the global gradient comes from the library's one corpus → anchor pipeline (:fu
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 from dba.anchor import estimate_from_corpus, load_anchor_corpus
@@ -14,10 +13,8 @@ from dba.global_gradient import GlobalGradient
 from dba.models import load_model
 from dba.train import finetune
 
-from . import teaching
 from .jobs import Job
 from .session import ModelChoice, Workspace
-from .settings import eval_every_for
 
 
 class JobCancelled(Exception):
@@ -149,77 +146,6 @@ def finetune_job(ws: Workspace, cfg: FinetuneConfig):
         res = finetune(cfg, cancel=job.cancel, callback=lambda rec: job.record(trace, rec), progress=False)
         job.touch(result={"run_dir": str(res.run_dir), "status": res.status, "scores": res.scores,
                           "steps_done": res.steps_done})
-    return work
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Teaching mode: direct vs DBA with the preset, narrated
-
-
-def _teach_choice(ws: Workspace) -> ModelChoice:
-    """The Model tab's model, quantisation and device with the preset's LoRA rank (full fine-tuning stays full; a
-    full-fine-tuning preset keeps the Model tab's rank)."""
-    p = ws.settings.preset
-    rank = 0 if ws.model.lora_rank <= 0 else (p.run.lora.rank if p.run.lora is not None else ws.model.lora_rank)
-    return ModelChoice(**{**ws.model.as_dict(), "lora_rank": rank})
-
-
-def teach_config(ws: Workspace, method: str, domain: str, folder: Path, anchor_path: str | None) -> FinetuneConfig:
-    """One run of the lesson: the preset's run with the Model tab's model, evaluated a few times on the way."""
-    p = ws.settings.preset
-    return p.run_config(method=method, **model_fields(_teach_choice(ws)), domain=domain, anchor=anchor_path,
-                        eval_every=eval_every_for(p), output_dir=str(folder / method))
-
-
-def teach_intro(ws: Workspace, domain: str) -> str:
-    return teaching.INTRO.format(model=_teach_choice(ws).describe(), domain=domain, steps=ws.settings.preset.run.steps)
-
-
-def teach_job(ws: Workspace, domain: str):
-    """One click: estimate ĝ_G, fine-tune direct, fine-tune DBA with the same data, seed and budget; narrate."""
-    p = ws.settings.preset
-    choice = _teach_choice(ws)
-
-    def work(job: Job) -> None:
-        folder = ws.new_run_dir(f"teach-{domain}")
-        t0 = time.time()
-        job.note(teach_intro(ws, domain))
-        # 1. the global gradient (reused when the session already has one for this model)
-        if ws.anchor_fits():
-            g = GlobalGradient.load(ws.anchor_path)
-            anchor_path, anchor_seconds, reused = ws.anchor_path, 0.0, True
-            job.note(teaching.ANCHOR_REUSED)
-        else:
-            job.note(teaching.ANCHOR)
-            try:
-                g, path = estimate_anchor(job, choice, p.anchor_config(), folder / "anchor.safetensors")
-            except JobCancelled:
-                return
-            anchor_path, anchor_seconds, reused = str(path), float(g.meta.get("seconds") or 0.0), False
-            with ws.lock:
-                ws.anchor_path, ws.anchor_model = anchor_path, choice.as_dict()
-        job.touch(result={"anchor": anchor_path, "teach_dir": str(folder), "anchor_seconds": anchor_seconds})
-        # 2. direct, 3. DBA — same data order, seed and steps
-        results = {}
-        for method, text in (("direct", teaching.DIRECT), ("dba", teaching.DBA)):
-            if job.cancel.is_set():
-                return
-            job.note(text)
-            cfg = teach_config(ws, method, domain, folder, anchor_path if method == "dba" else None)
-            trace = job.add_run(method, method, cfg.steps, cfg.output_dir)
-            trace.config = cfg.to_dict()
-            with ws.lock:
-                ws.runs.append(cfg.output_dir)
-            res = finetune(cfg, cancel=job.cancel, callback=lambda rec, tr=trace: job.record(tr, rec),
-                           progress=False, anchor=g if method == "dba" else None)
-            results[method] = res
-            if res.status != "completed":
-                return
-        summary = teaching.summarise(job.runs, anchor_seconds=anchor_seconds, total_seconds=time.time() - t0,
-                                     anchor_reused=reused)
-        job.note(summary["text"])
-        job.touch(result={**job.result, "runs": {m: str(r.run_dir) for m, r in results.items()},
-                          "summary": summary["numbers"], "seconds": round(time.time() - t0, 1)})
     return work
 
 

@@ -191,8 +191,8 @@ def test_anchor_of_another_model_is_refused(studio, tmp_path):
 @pytest.mark.parametrize("name", ["smoke", "quick", "lesson"])
 def test_the_app_builds_the_same_configs_as_the_cli(name, tmp_path):
     """The lesson's runs, the Fine-tune form's start values and the Compare form's start values give the configs that
-    ``dba train --preset NAME`` / ``dba compare --preset NAME`` build (one preset, :mod:`dba.config`)."""
-    from app import tasks
+    ``dba compare`` / ``dba train`` / ``dba compare --preset NAME`` build (one preset, :mod:`dba.config`)."""
+    from app import tasks, teaching
     from app.tabs import finetune
     from app.tabs.common import Ctx
     from app.ui import build_demo
@@ -200,6 +200,7 @@ def test_the_app_builds_the_same_configs_as_the_cli(name, tmp_path):
     from dba.cli.compare import config_from_args as compare_from_args
     from dba.cli.train import config_from_args as train_from_args
     from dba.config import preset, to_dict
+    from dba.lesson import lesson_compare_config
 
     pre = preset(name)
     settings = StudioSettings(model=pre.run.model, preset_name=name, runs_root=tmp_path / "runs")
@@ -216,11 +217,12 @@ def test_the_app_builds_the_same_configs_as_the_cli(name, tmp_path):
             a.pop(k), c.pop(k)
         assert a == c
 
-    # the lesson: the preset's runs (it scores a few times on the way, for the live curves)
-    for method in ("direct", "dba"):
-        app_cfg = tasks.teach_config(ws, method, "finance", tmp_path / "lesson", None)
-        assert app_cfg.eval_every == tasks.eval_every_for(pre)
-        same(app_cfg, cli_train("--method", method, "--eval-every", str(app_cfg.eval_every)))
+    # the lesson: the Studio's lesson preset, planned by the library as `dba compare` plans it
+    lesson = lesson_compare_config(teaching.lesson_config(ws, "finance", tmp_path / "lesson"))
+    cli_lesson = compare_from_args(build_parser().parse_args(
+        ["compare", "--preset", settings.lesson_preset_name, "--domains", "finance", "--model", ws.model.name,
+         "--methods", ",".join(lesson.methods), "--eval-every", str(lesson.run.eval_every)]))
+    same(lesson.run, cli_lesson.run)
     # the Fine-tune tab's Start with its start values
     t = tabs["finetune"]
     values = [t.domain, None, t.method, t.steps, t.bs, t.lr, t.eval_every, t.eval_items, t.ratio, t.boost_mode, t.k0,
