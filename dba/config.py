@@ -428,6 +428,13 @@ class FinetuneConfig(ConfigBase):
     """Domain MC eval file (default: the bundled domain's eval set)."""
     general_eval: str | None = None
     """General MC eval file (default: the bundled general eval set)."""
+    general_heldout: str | None = None
+    """Held-out general question/answer pairs (in neither the training nor the anchor corpus) whose answer NLL per
+    token every evaluation logs (``nll_g``): a file ``dba.scores.load_qa_pairs`` reads; None = the bundled
+    ``heldout_pairs.jsonl`` when ``general`` is a bundled name, none otherwise; "none" = off."""
+    domain_heldout: str | None = None
+    """Held-out domain question/answer pairs for the answer NLL per token (``nll_d``): a file; None = the bundled
+    domain's ``heldout_pairs.jsonl`` when ``domain`` is a bundled name, none otherwise; "none" = off."""
     anchor: str | None = None
     """Path of a saved global gradient (``dba anchor``). For ``dba`` without one, it is estimated into the run folder."""
     anchor_batches: int = 16

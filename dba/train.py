@@ -362,11 +362,36 @@ def load_eval_sets(cfg: FinetuneConfig) -> tuple[list[MCItem], list[MCItem]]:
     return one(cfg.general_eval, cfg.general), one(cfg.domain_eval, cfg.domain)
 
 
-def evaluate_model(model, tokenizer, general: list[MCItem], domain: list[MCItem], cfg: FinetuneConfig) -> dict:
-    """S_G, S_D, S of the model as it is now, with their 95 % intervals (a dict for metrics.jsonl)."""
+def load_heldout_pairs(cfg: FinetuneConfig) -> tuple[list, list]:
+    """The general and domain held-out question/answer pairs (:class:`dba.scores.QAPair`) for the answer NLL per
+    token: the files named in the config (``general_heldout`` / ``domain_heldout``), else the bundled
+    ``heldout_pairs.jsonl`` when the corpus is a bundled name (none for a user corpus); "none" = none."""
+    from .data import BUNDLED_NAMES
+    from .scores import heldout_pairs_path, load_qa_pairs
+
+    def one(explicit: str | None, corpus: str) -> list:
+        if explicit is not None:
+            return [] if explicit.strip().lower() in ("", "none") else load_qa_pairs(Path(explicit).expanduser())
+        key = corpus.strip().lower().replace("-", "_")
+        if key not in BUNDLED_NAMES or Path(corpus).expanduser().exists():
+            return []  # a user corpus: no held-out pairs unless named
+        try:
+            return load_qa_pairs(heldout_pairs_path(corpus))
+        except DBAError:  # an older checkout without the bundled pairs: no NLL
+            return []
+    return one(cfg.general_heldout, cfg.general), one(cfg.domain_heldout, cfg.domain)
+
+
+def evaluate_model(model, tokenizer, general: list[MCItem], domain: list[MCItem], cfg: FinetuneConfig,
+                   pairs: tuple[list, list] | None = None) -> dict:
+    """S_G, S_D, S of the model as it is now, and the held-out answer NLL per token (``nll_g``, ``nll_d``), with
+    their 95 % intervals (a dict for metrics.jsonl). ``pairs``: (general, domain) held-out pairs; None = those of
+    ``cfg`` (:func:`load_heldout_pairs`)."""
     from .scores import evaluate
 
-    sc = evaluate(model, tokenizer, general, domain, scorer=cfg.eval_scorer, max_items=cfg.eval_items)
+    gen_pairs, dom_pairs = load_heldout_pairs(cfg) if pairs is None else pairs
+    sc = evaluate(model, tokenizer, general, domain, scorer=cfg.eval_scorer, max_items=cfg.eval_items,
+                  general_nll=gen_pairs or None, domain_nll=dom_pairs or None)
     return sc.to_record()  # s_g, s_d, s, nll_*, "ci" (95 % intervals), "n" and the per-item "detail"
 
 
@@ -541,6 +566,8 @@ def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, prog
     if cfg.method == "mixture" or (cfg.method == "dba" and anchor is None and not cfg.anchor and not reuse_anchor):
         general = load_corpus(resolve_corpus(cfg.general, "train"), tok, cfg.max_length)
     gen_eval, dom_eval = load_eval_sets(cfg)
+    pairs = load_heldout_pairs(cfg)
+    scored = bool(gen_eval or dom_eval or pairs[0] or pairs[1])  # anything to evaluate
 
     # The same domain data order for every method; mixture swaps a share of each batch for general examples.
     n_general = round(cfg.mixture_ratio * cfg.batch_size) if cfg.method == "mixture" else 0
@@ -598,9 +625,9 @@ def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, prog
         run.status["anchor_seconds"] = anchor.meta.get("seconds") or 0.0
     run.write_status(step=start, tokens=tokens, checkpoint_step=run.checkpoint_step, **run.clock())
 
-    if start == 0 and cfg.evaluate_at_end and (gen_eval or dom_eval):
+    if start == 0 and cfg.evaluate_at_end and scored:
         note(phase="eval", message="scoring the base model")
-        rec = {"type": "eval", "step": 0, **evaluate_model(model, tok, gen_eval, dom_eval, cfg)}
+        rec = {"type": "eval", "step": 0, **evaluate_model(model, tok, gen_eval, dom_eval, cfg, pairs)}
         run.append_metric(rec)
         if callback:
             callback(rec)
@@ -664,9 +691,9 @@ def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, prog
             if status == "diverged":
                 step = done
                 break
-            if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps and (gen_eval or dom_eval):
+            if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps and scored:
                 run.phase = f"scoring at step {done}"
-                erec = {"type": "eval", "step": done, **evaluate_model(model, tok, gen_eval, dom_eval, cfg)}
+                erec = {"type": "eval", "step": done, **evaluate_model(model, tok, gen_eval, dom_eval, cfg, pairs)}
                 run.append_metric(erec)
                 if callback:
                     callback(erec)
@@ -716,9 +743,9 @@ def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, prog
         run.phase = "saving the result"
         note(phase="save", message="saving the result")
         _save_result(out, lm)
-        if cfg.evaluate_at_end and (gen_eval or dom_eval):
+        if cfg.evaluate_at_end and scored:
             note(phase="eval", message="scoring the fine-tuned model")
-            erec = {"type": "eval", "step": cfg.steps, **evaluate_model(model, tok, gen_eval, dom_eval, cfg)}
+            erec = {"type": "eval", "step": cfg.steps, **evaluate_model(model, tok, gen_eval, dom_eval, cfg, pairs)}
             run.append_metric(erec)
             if callback:
                 callback(erec)

@@ -24,8 +24,8 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-PLOTS = ("scores_over_steps", "score_plane", "loss_curves", "similarity_and_scale", "dc_function", "score_bars",
-         "forgetting_plane")
+PLOTS = ("scores_over_steps", "nll_over_steps", "score_plane", "loss_curves", "similarity_and_scale", "dc_function",
+         "score_bars", "forgetting_plane")
 
 
 def _write_jsonl(path: Path, rows) -> str:
@@ -41,8 +41,12 @@ def data(tmp_path_factory):
     gen = [{"instruction": f"Name colour number {i}.", "output": "Blue."} for i in range(8)]
     mc_dom = [{"question": f"What is {a} plus 1?", "choices": [str(a + 1), str(a + 7)], "answer": 0} for a in range(4)]
     mc_gen = [{"question": f"What colour is thing {i}?", "choices": ["Blue", "Seven"], "answer": 0} for i in range(4)]
+    pairs_dom = [{"question": f"What is {a} plus 3?", "answer": f"{a} plus 3 is {a + 3}."} for a in range(4)]
+    pairs_gen = [{"question": f"Which colour is item {i}?", "answer": f"Item {i} is blue."} for i in range(4)]
     return {"dom": _write_jsonl(d / "dom.jsonl", dom), "gen": _write_jsonl(d / "gen.jsonl", gen),
-            "mc_dom": _write_jsonl(d / "mc_dom.jsonl", mc_dom), "mc_gen": _write_jsonl(d / "mc_gen.jsonl", mc_gen)}
+            "mc_dom": _write_jsonl(d / "mc_dom.jsonl", mc_dom), "mc_gen": _write_jsonl(d / "mc_gen.jsonl", mc_gen),
+            "pairs_dom": _write_jsonl(d / "pairs_dom.jsonl", pairs_dom),
+            "pairs_gen": _write_jsonl(d / "pairs_gen.jsonl", pairs_gen)}
 
 
 def tiny_compare(data, out, **kw) -> CompareConfig:
@@ -67,7 +71,8 @@ def full(data, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(dba.anchor, "estimate_global_gradient", counting)
-        res = compare(tiny_compare(data, out), callback=events.append, progress=False)
+        res = compare(tiny_compare(data, out, general_heldout=data["pairs_gen"], domain_heldout=data["pairs_dom"]),
+                      callback=events.append, progress=False)
     return res, out, calls, events
 
 
@@ -97,6 +102,29 @@ def test_results_csv_has_every_method_and_a_base_row(full):
     assert mix["mixture-0.25"]["general_per_batch"] == "1" and mix["mixture-0.5"]["general_per_batch"] == "2"
     # the rows the API returns are the file's rows
     assert [r["label"] for r in res.rows] == labels
+
+
+def test_heldout_nll_in_every_evaluation_results_csv_and_summary(full):
+    res, out, _, _ = full
+    rows = _csv(out / "results.csv")
+    for col in ("nll_g", "nll_g_lo", "nll_g_hi", "nll_d", "nll_d_lo", "nll_d_hi", "d_nll_g", "d_nll_g_lo",
+                "d_nll_g_hi", "d_nll_d", "d_nll_d_lo", "d_nll_d_hi"):
+        assert col in rows[0], col
+    base = rows[0]
+    assert float(base["d_nll_g"]) == 0.0
+    for r in rows:
+        for k in ("nll_g", "nll_d"):
+            assert float(r[k + "_lo"]) <= float(r[k]) <= float(r[k + "_hi"]) and float(r[k]) > 0
+            assert float(r["d_" + k]) == pytest.approx(float(r[k]) - float(base[k]), abs=2e-4)
+    by_label = {r["label"]: r for r in rows}
+    for run in load_runs(out):
+        evals = [m for m in run["metrics"] if m["type"] == "eval"]
+        assert all(m["nll_g"] is not None and m["nll_d"] is not None for m in evals)
+        assert evals[-1]["nll_d"] == pytest.approx(float(by_label[run["label"]]["nll_d"]), abs=1e-4)
+    base_json = json.loads((out / "base.json").read_text())
+    assert next(iter(base_json.values()))["nll_d"] == pytest.approx(float(base["nll_d"]), abs=1e-4)
+    summary = (out / "summary.md").read_text()
+    assert "Held-out answer NLL per token" in summary and "ΔNLL_D vs base" in summary
 
 
 def test_every_plot_is_written(full):

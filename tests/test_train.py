@@ -158,3 +158,40 @@ def test_cli_user_errors_exit_2_without_traceback(tmp_path, capsys):
     assert rc == 2 and "Traceback" not in err and "missing.jsonl" in err
     rc = cli_main(["train", "--resume", str(tmp_path / "nothing")])
     assert rc == 2
+
+
+def test_every_evaluation_logs_heldout_nll_equal_to_score_nll(small_corpus, tmp_path):
+    """The eval records' held-out answer NLL per token is score_nll of the same model on the same pairs."""
+    from dba.scores import load_qa_pairs, score_nll
+    from dba.train import load_heldout_pairs
+
+    gen = [{"question": f"Which colour is number {i}?", "answer": "Blue is that colour."} for i in range(3)]
+    dom = [{"instruction": f"What is {a} plus 2?", "output": f"{a} plus 2 is {a + 2}."} for a in range(4)]
+    (small_corpus / "gen_pairs.jsonl").write_text("\n".join(json.dumps(r) for r in gen) + "\n")
+    (small_corpus / "dom_pairs.jsonl").write_text("\n".join(json.dumps(r) for r in dom) + "\n")
+    cfg = tiny_cfg(small_corpus, tmp_path / "run", method="direct", evaluate_at_end=True, eval_every=3,
+                   general_heldout=str(small_corpus / "gen_pairs.jsonl"),
+                   domain_heldout=str(small_corpus / "dom_pairs.jsonl"))
+    r = finetune(cfg, progress=False, keep_model=True)
+    evals = [m for m in read_run(r.run_dir)["metrics"] if m["type"] == "eval"]
+    assert [m["step"] for m in evals] == [0, 3, 6]
+    for m in evals:
+        for k in ("nll_g", "nll_d"):
+            assert m[k] is not None and m[k] > 0
+            lo, hi = m["ci"][k]
+            assert lo <= m[k] <= hi
+        assert m["detail"]["general"]["nll"]["n"] == 3 and m["detail"]["domain"]["nll"]["n"] == 4
+    model, tok = r.loaded.model, r.loaded.tokenizer
+    g_pairs, d_pairs = load_qa_pairs(small_corpus / "gen_pairs.jsonl"), load_qa_pairs(small_corpus / "dom_pairs.jsonl")
+    assert evals[-1]["nll_g"] == pytest.approx(score_nll(model, tok, g_pairs).nll, rel=1e-5)
+    assert evals[-1]["nll_d"] == pytest.approx(score_nll(model, tok, d_pairs).nll, rel=1e-5)
+    with model.disable_adapter():  # the base model: LoRA off
+        assert evals[0]["nll_d"] == pytest.approx(score_nll(model, tok, d_pairs).nll, rel=1e-5)
+        assert evals[0]["nll_g"] == pytest.approx(score_nll(model, tok, g_pairs).nll, rel=1e-5)
+    assert evals[-1]["nll_d"] != evals[0]["nll_d"]  # training moved it
+    # defaults: a user corpus has no held-out pairs; a bundled one has its heldout_pairs.jsonl; "none" = off
+    assert load_heldout_pairs(tiny_cfg(small_corpus, tmp_path / "x")) == ([], [])
+    g, d = load_heldout_pairs(FinetuneConfig(domain="finance", general="general"))
+    assert len(g) >= 20 and len(d) >= 20
+    assert load_heldout_pairs(FinetuneConfig(domain="finance", general_heldout="none", domain_heldout="none")) == \
+        ([], [])

@@ -77,6 +77,9 @@ def validate(cfg: CompareConfig) -> None:
     """Raise :class:`DBAError` for a comparison that cannot run or would compare the same thing twice (the numbers
     themselves were checked when the config was built)."""
     cfg.validate()
+    if cfg.run.domain_heldout not in (None, "none") and len(cfg.domains) > 1:
+        raise DBAError("domain_heldout names one file; with several domains each uses its own bundled held-out "
+                       "pairs.")
     keys = [domain_key(d) for d in cfg.domains]
     if len(set(keys)) != len(keys):
         raise DBAError(f"Domains repeat: {', '.join(cfg.domains)}.")

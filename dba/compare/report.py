@@ -238,13 +238,51 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _nll_cell(row: dict, name: str, diff: bool = False) -> str:
+    """An NLL (nats per token, 3 decimals) or its change, with its interval; "(within noise)" for a change whose
+    interval contains 0."""
+    iv = row_interval(row, name)
+    sign = "+" if diff else ""
+    if iv is None:
+        return "–" if row.get(name) in (None, "") else f"{float(row[name]):{sign}.3f}"
+    s = f"{iv.estimate:{sign}.3f} [{iv.lo:{sign}.3f}, {iv.hi:{sign}.3f}]"
+    return s + (" (within noise)" if diff and iv.within_noise else "")
+
+
+def nll_table(rows: list[dict]) -> str:
+    """Held-out answer NLL per token (nats; lower is better) and its change vs the base model, with intervals."""
+    lines = ["| domain | label | seed | NLL_G | NLL_D | ΔNLL_G vs base | ΔNLL_D vs base |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        cells = [domain_key(r["domain"]), r["label"], "" if r.get("seed") is None else str(r["seed"]),
+                 _nll_cell(r, "nll_g"), _nll_cell(r, "nll_d"), _nll_cell(r, "d_nll_g", True),
+                 _nll_cell(r, "d_nll_d", True)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _has_nll(rows: list[dict]) -> bool:
+    return any(r.get(k) not in (None, "") for r in rows for k in ("nll_g", "nll_d"))
+
+
+def _nll_section(rows: list[dict]) -> list[str]:
+    if not _has_nll(rows):
+        return []
+    return ["### Held-out answer NLL per token", "",
+            "Mean negative log-likelihood per answer token (nats; **lower is better**) of reference answers to "
+            "held-out questions that are in neither the training nor the anchor corpus; Δ vs the base model, paired "
+            "on the same pairs. It moves with small changes the share-correct scores cannot see, and is blind to "
+            "whether the model would *say* the answer (generation).", "", nll_table(rows), ""]
+
+
 def _tables(cfg: CompareConfig, rows: list[dict]) -> list[str]:
-    """One table; with several seeds the pooled rows first, then every seed's rows."""
+    """One table (and the NLL table); with several seeds the pooled rows first, then every seed's rows."""
     if cfg.seeds == 1:
-        return [markdown_table(rows), ""]
+        return [markdown_table(rows), "", *_nll_section(rows)]
     pooled = [r for r in rows if r.get("seed") in ("all", None)]
-    return ["## Pooled over the seeds", "", markdown_table(pooled), "", "## Every seed", "",
-            markdown_table([r for r in rows if r.get("seed") != "all"]), ""]
+    seeds = [r for r in rows if r.get("seed") != "all"]
+    return ["## Pooled over the seeds", "", markdown_table(pooled), "", *_nll_section(pooled), "## Every seed", "",
+            markdown_table(seeds), "", *_nll_section(seeds)]
 
 
 def _seeds_text(cfg: CompareConfig) -> str:
@@ -315,6 +353,9 @@ def make_plots(cfg: CompareConfig, out: Path, rows: list[dict], cost: dict, base
         if not runs:
             continue
         attempt(f"{key}_scores_over_steps", P.scores_over_steps, runs)
+        if any(m.get("nll_g") is not None or m.get("nll_d") is not None for r in runs for m in r["metrics"]
+               if m.get("type") == "eval"):
+            attempt(f"{key}_nll_over_steps", P.nll_over_steps, runs)
         attempt(f"{key}_score_plane", P.score_plane, runs, base=base_scores.get(d))
         attempt(f"{key}_loss_curves", P.loss_curves, runs)
         dba = next((r for r in runs if r["label"] == "dba"), None)

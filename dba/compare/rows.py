@@ -7,6 +7,8 @@ difference carries its interval (:mod:`dba.stats` via :func:`dba.scores.seed_int
 - ``s_d``, ``s_g``, ``s`` with ``_lo`` / ``_hi``: item bootstrap (a seed row), seed x item bootstrap (a pooled row);
 - ``d_*``: minus the base model, paired on the same items (the base is one model, shared by every seed);
 - ``vs_direct_*``: minus the ``direct`` run of the same seed (pooled: seed k paired with direct's seed k);
+- ``nll_g``, ``nll_d`` with ``_lo`` / ``_hi``: held-out answer NLL per token (nats, lower is better; empty when the
+  comparison had no held-out pairs), and ``d_nll_*`` their change vs the base model, paired on the same pairs;
 - ``n_g`` / ``n_d`` items, ``n_seeds`` seeds behind the row.
 """
 from __future__ import annotations
@@ -22,6 +24,8 @@ from .plan import RunSpec
 from .posthoc import read_wiseft, wiseft_label
 
 SCORES = ("s_d", "s_g", "s")
+NLL = ("nll_g", "nll_d")
+"""Held-out answer NLL per token (general, domain): lower is better."""
 
 
 def _with_interval(*names: str) -> tuple[str, ...]:
@@ -30,14 +34,17 @@ def _with_interval(*names: str) -> tuple[str, ...]:
 
 RESULT_COLUMNS = ("domain", "method", "label", "seed", "ratio", "alpha", "general_per_batch", "status", "n_seeds",
                   "n_g", "n_d", *_with_interval(*SCORES), *_with_interval(*(f"d_{k}" for k in SCORES)),
-                  *_with_interval(*(f"vs_direct_{k}" for k in SCORES)), "tokens", "wall_seconds",
+                  *_with_interval(*(f"vs_direct_{k}" for k in SCORES)), *_with_interval(*NLL),
+                  *_with_interval(*(f"d_{k}" for k in NLL)), "tokens", "wall_seconds",
                   "device_seconds", "eval_seconds", "steps", "run_dir")
 """results.csv: scores in [0, 1] with their 95 % interval (``_lo``, ``_hi``); ``d_*`` = change vs the base model and
 ``vs_direct_*`` = difference to the direct run of the same seed(s), in points of [0, 1], each with its paired
 interval; ``seed`` = the run's seed, ``all`` on a method's pooled row (several seeds; its cost columns are the mean
 per seed); ``alpha`` = WiSE-FT α on ``<label>+wiseft-<α>`` rows (method ``wiseft``, cost = scoring time, 0 tokens);
 tokens, wall_seconds, device_seconds as the run's status.json has them; eval_seconds = time of intermediate
-evaluations inside the run (taken out of the cost accounting); run_dir relative to the output folder."""
+evaluations inside the run (taken out of the cost accounting); run_dir relative to the output folder;
+``nll_g`` / ``nll_d`` = held-out answer NLL per token (nats, lower is better) and ``d_nll_*`` its change vs the base
+model, each with its interval."""
 
 
 @dataclass
@@ -100,13 +107,13 @@ def score_columns(sc: Scores | dict | None) -> dict:
         return {}
     if isinstance(sc, Scores):
         cols = {"n_g": sc.n_g, "n_d": sc.n_d}
-        for k in SCORES:
+        for k in SCORES + NLL:
             ci = (sc.ci or {}).get(k)
             cols.update({k: _num(getattr(sc, k)), k + "_lo": _num(ci[0]) if ci else None,
                          k + "_hi": _num(ci[1]) if ci else None})
         return cols
     cols = {"n_g": sc["s_g"].n if sc.get("s_g") else None, "n_d": sc["s_d"].n if sc.get("s_d") else None}
-    for k in SCORES:
+    for k in SCORES + NLL:
         cols.update(interval_columns(k, sc.get(k)))
     return cols
 
@@ -118,9 +125,9 @@ def interval_columns(name: str, iv) -> dict:
     return {name: _num(iv.estimate), name + "_lo": _num(iv.lo), name + "_hi": _num(iv.hi)}
 
 
-def delta_columns(prefix: str, a, b) -> dict:
-    """``prefix``s_* (+ intervals) of ``a - b`` (Scores or lists of them, paired on the same items); empty when either
-    side is missing or they were scored on different items."""
+def delta_columns(prefix: str, a, b, keys: tuple[str, ...] = SCORES) -> dict:
+    """``prefix`` + each of ``keys`` (+ intervals) of ``a - b`` (Scores or lists of them, paired on the same items);
+    empty when either side is missing or they were scored on different items."""
     if a is None or b is None or (isinstance(a, list) and not a) or (isinstance(b, list) and not b):
         return {}
     try:
@@ -128,7 +135,7 @@ def delta_columns(prefix: str, a, b) -> dict:
     except EvaluationError:
         return {}
     cols = {}
-    for k in SCORES:
+    for k in keys:
         cols.update(interval_columns(prefix + k, d.get(k)))
         if d.get(k) is None and isinstance(a, Scores) and isinstance(b, Scores) \
                 and getattr(a, k) is not None and getattr(b, k) is not None:
@@ -150,7 +157,7 @@ def base_row(domain: str, b: dict) -> dict:
     sc = scores_from_record(b)
     row = {"domain": domain, "method": "base", "label": "base", "status": "base", "n_seeds": 1,
            **score_columns(sc), "tokens": 0, "eval_seconds": b.get("seconds"), "steps": 0}
-    row.update({f"d_{k}": 0.0 for k in SCORES if getattr(sc, k) is not None})
+    row.update({f"d_{k}": 0.0 for k in SCORES + NLL if getattr(sc, k) is not None})
     return row
 
 
@@ -161,7 +168,7 @@ def seed_row(u: Unit, base: Scores | None, direct: Scores | None, out_dir: Path)
            "ratio": s.ratio if u.alpha is None else None, "status": u.status.get("status"),
            "general_per_batch": round(s.ratio * s.config.batch_size) if s.ratio is not None and u.alpha is None
            else None, "n_seeds": 1 if u.scores is not None else None, "run_dir": str(s.run_dir.relative_to(out_dir)),
-           **_cost_columns(u.status), **score_columns(u.scores), **delta_columns("d_", u.scores, base)}
+           **_cost_columns(u.status), **score_columns(u.scores), **delta_columns("d_", u.scores, base, SCORES + NLL)}
     if u.label != "direct":
         row.update(delta_columns("vs_direct_", u.scores, direct))
     return row
@@ -179,7 +186,7 @@ def pooled_row(units: list[Unit], base: Scores | None, direct: dict[int, Scores]
     if not done:
         return row
     row.update(score_columns(seed_intervals([u.scores for u in done])))
-    row.update(delta_columns("d_", [u.scores for u in done], base))
+    row.update(delta_columns("d_", [u.scores for u in done], base, SCORES + NLL))
     common = [u for u in done if u.spec.seed in direct]
     if u0.label != "direct" and common:
         row.update(delta_columns("vs_direct_", [u.scores for u in common], [direct[u.spec.seed] for u in common]))

@@ -56,6 +56,8 @@ class _Job:
     t_start: float
     sets: dict = field(default_factory=dict)
     """domain -> (general eval items, domain eval items)."""
+    pairs: dict = field(default_factory=dict)
+    """domain -> (general held-out pairs, domain held-out pairs) for the answer NLL (dba.train.load_heldout_pairs)."""
     warnings: list[str] = field(default_factory=list)
     anchor: object = None
     anchor_path: Path | None = None
@@ -136,11 +138,12 @@ def _check_inputs(job: _Job) -> None:
     """Eval sets and corpora first: a missing file fails now, before anything is written or loaded."""
     from ..data import resolve_corpus
     from ..global_gradient import GlobalGradient
-    from ..train import load_eval_sets
+    from ..train import load_eval_sets, load_heldout_pairs
 
     cfg = job.cfg
     for d in cfg.domains:
         job.sets[d] = load_eval_sets(cfg.run_config(domain=d))
+        job.pairs[d] = load_heldout_pairs(cfg.run_config(domain=d))
         if not resolve_corpus(d, "train").exists():
             raise DBAError(f"Domain corpus not found: {d}")
         if not job.sets[d][1]:
@@ -216,18 +219,20 @@ def _base_evaluation(job: _Job, lm) -> None:
         if job.cancelled():
             raise _Cancelled("cancelled before the base evaluation")
         gen_eval, dom_eval = job.sets[d]
+        gen_pairs, dom_pairs = job.pairs[d]
         first = next(iter(job.base_scores.values()), None)  # the general set is the same for every domain
         job.event("base", f"scoring the base model on {d} (once, shared by every {d} run)")
         t0 = time.perf_counter()
-        sc_dom = evaluate_model(lm.model, lm.tokenizer, [], dom_eval, probe)
+        sc_dom = evaluate_model(lm.model, lm.tokenizer, [], dom_eval, probe, pairs=([], dom_pairs))
         if first is not None:
-            s_g, g_detail = first["s_g"], first["detail"].get("general")
+            s_g, nll_g, g_detail = first["s_g"], first.get("nll_g"), first["detail"].get("general")
         else:
-            sc_gen = evaluate_model(lm.model, lm.tokenizer, gen_eval, [], probe)
-            s_g, g_detail = sc_gen["s_g"], sc_gen["detail"].get("general")
+            sc_gen = evaluate_model(lm.model, lm.tokenizer, gen_eval, [], probe, pairs=(gen_pairs, []))
+            s_g, nll_g, g_detail = sc_gen["s_g"], sc_gen["nll_g"], sc_gen["detail"].get("general")
         s_d = sc_dom["s_d"]
         job.base_scores[d] = {"s_g": s_g, "s_d": s_d,
                               "s": None if s_g is None or s_d is None else harmonic_mean(s_g, s_d),
+                              "nll_g": nll_g, "nll_d": sc_dom["nll_d"],
                               "detail": {"scorer": job.cfg.run.eval_scorer, "general": g_detail,
                                          "domain": sc_dom["detail"].get("domain")},
                               "seconds": round(time.perf_counter() - t0, 3)}
@@ -288,7 +293,7 @@ def _run_one(job: _Job, i: int, spec: RunSpec) -> str:
     gen_eval, dom_eval = job.sets[spec.domain]
     t_eval = time.perf_counter()
     final = {"type": "eval", "step": ft.steps, **evaluate_model(r.loaded.model, r.loaded.tokenizer, gen_eval,
-                                                                  dom_eval, ft)}
+                                                                  dom_eval, ft, job.pairs[spec.domain])}
     final_eval_seconds = time.perf_counter() - t_eval
     _rewrite_metrics(spec.run_dir, _base_record(job.base_scores[spec.domain]), final)
     st = json.loads(st_file.read_text())

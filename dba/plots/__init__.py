@@ -18,7 +18,7 @@ Colours are fixed per method so a method looks the same in every figure (:mod:`.
 every other method a colour of its own, the base model grey. No formula lives here: λ = f(ρ) comes from :func:`dba.optim.step_scale`
 and the iso-S curves from :func:`dba.scores.harmonic_mean`.
 
-One module per subject: :mod:`.scores` (S_G / S_D over steps, the score plane), :mod:`.dynamics` (ρ, λ, γ, lr, losses,
+One module per subject: :mod:`.scores` (S_G / S_D and the held-out NLL over steps, the score plane), :mod:`.dynamics` (ρ, λ, γ, lr, losses,
 the live dashboard), :mod:`.dc` (the DC function), :mod:`.anchor` (the anchor spectrum), :mod:`.bars` (scores and
 cost per run), :mod:`.plane` (the forgetting plane: end points with intervals, WiSE-FT and mixture curves, the Pareto
 front, cost), :mod:`.colors` (colours and labels). Every score is drawn with its 95 % interval where the data carry
@@ -31,10 +31,10 @@ from .colors import _as_runs, method_color, method_kind, method_name, run_label
 from .dc import dc_function, dc_presets
 from .dynamics import live_dashboard, loss_curves, similarity_and_scale
 from .plane import forgetting_plane, pareto_front, plane_points
-from .scores import score_plane, scores_over_steps
+from .scores import nll_over_steps, score_plane, scores_over_steps
 
 __all__ = [
-    "scores_over_steps", "score_plane", "similarity_and_scale", "dc_function", "dc_presets", "loss_curves",
+    "scores_over_steps", "nll_over_steps", "score_plane", "similarity_and_scale", "dc_function", "dc_presets", "loss_curves",
     "spectrum", "score_bars", "forgetting_plane", "pareto_front", "plane_points", "live_dashboard", "run_label", "method_color", "method_kind", "method_name",
     "save_figure", "PNG_DPI", "NO_EVALS", "NO_STEPS", "_as_runs",
 ]

@@ -175,5 +175,7 @@ def _title_of(run: Mapping) -> str:
 
 
 _SCORE_NAMES = {"s_g": ("$S_G$ — general score", "$S_G$ (share correct, 0–1)"),
-                "s_d": ("$S_D$ — domain score", "$S_D$ (share correct, 0–1)")}
+                "s_d": ("$S_D$ — domain score", "$S_D$ (share correct, 0–1)"),
+                "nll_g": ("General held-out answer NLL", "NLL per answer token (nats; lower is better)"),
+                "nll_d": ("Domain held-out answer NLL", "NLL per answer token (nats; lower is better)")}
 

@@ -75,6 +75,33 @@ def scores_over_steps(runs, path=None) -> Figure:
     return _finish(fig, path)
 
 
+def nll_over_steps(runs, path=None) -> Figure:
+    """Held-out answer NLL per token — general (left) and domain (right) — against the optimiser step for each run,
+    from its ``eval`` records (``nll_g``, ``nll_d``), with the 95 % interval of each evaluation as a band; the base
+    model (the step-0 evaluation) is a dotted horizontal reference. Lower is better: a rising left panel is
+    forgetting, a falling right panel is learning the domain."""
+    runs = _as_runs(runs)
+    fig = _new_figure(11, 4.2)
+    axes = fig.subplots(1, 2, sharex=True)
+    any_drawn = 0
+    for ax, key in zip(axes, ("nll_g", "nll_d")):
+        title, ylabel = _SCORE_NAMES[key]
+        drawn = _draw_scores(ax, runs, key)
+        any_drawn = max(any_drawn, drawn)
+        ax.set_title(title)
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _tidy(ax)
+        if not drawn:
+            _note(ax, "No held-out NLL yet (no held-out pairs, or no evaluation so far)")
+    if any_drawn:
+        _run_legend(fig, axes[1], any_drawn)
+    fig.suptitle("Held-out answer NLL per token during fine-tuning (lower is better; dotted: base model)",
+                 fontsize=12)
+    return _finish(fig, path)
+
+
 def _iso_s(ax, xlim, ylim) -> None:
     """Faint contours of S = harmonic_mean(S_D, S_G) (from dba.scores) behind the trajectories."""
     from ..scores import harmonic_mean
