@@ -279,6 +279,36 @@ def test_cancel_then_resume_keeps_finished_runs_and_the_anchor(data, tmp_path):
     assert rows["dba"]["status"] == "completed" and rows["dba"]["steps"] == "3"
 
 
+def test_cli_resume_of_a_copied_folder_resumes_the_copy(data, tmp_path, capsys):
+    import shutil
+
+    from dba.compare import resume_config
+
+    orig = tmp_path / "orig"
+    cfg = tiny_compare(data, orig, methods=["direct", "dba"], eval_every=0)
+    stop = threading.Event()
+
+    def on_event(e):
+        if e.get("run") == "dba" and e.get("type") == "step" and e["step"] == 0:
+            stop.set()
+
+    assert compare(cfg, cancel=stop, callback=on_event, progress=False).status == "cancelled"
+    copy = tmp_path / "copy"
+    shutil.copytree(orig, copy)
+    before = {p.relative_to(orig): p.read_bytes() for p in orig.rglob("*") if p.is_file()}
+    assert resume_config(copy).output_dir == str(copy)
+    assert cli_main(["compare", "--resume", str(copy), "--quiet"]) == 0
+    capsys.readouterr()
+    rows = {r["label"]: r for r in _csv(copy / "results.csv")}
+    assert rows["dba"]["status"] == "completed" and rows["direct"]["status"] == "completed"
+    assert (copy / "runs" / "dba" / "adapter").exists()
+    assert json.loads((copy / "compare.json").read_text())["config"]["output_dir"] == str(copy)
+    after = {p.relative_to(orig): p.read_bytes() for p in orig.rglob("*") if p.is_file()}
+    assert after == before, "resuming the copy must not touch the original"
+    assert cli_main(["compare", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("kw, msg", [
     (dict(ratios=[0.2, 0.3], batch_size=8), "both give 2 general examples"),
     (dict(ratios=[0.05], batch_size=4), "gives 0 general examples"),
@@ -288,6 +318,8 @@ def test_cancel_then_resume_keeps_finished_runs_and_the_anchor(data, tmp_path):
     (dict(domains=["no-such-domain"], domain_eval=None), "Unknown bundled data set"),
     (dict(general_eval="/no/such/eval.jsonl"), "not found"),
     (dict(anchor="/no/such/anchor.safetensors"), "not found"),
+    (dict(domains=["finance", "law"], domain_eval=None, domain_heldout="/some/pairs.jsonl"), "domain_heldout names"),
+    (dict(general_heldout="/no/such/pairs.jsonl"), "not found"),
 ])
 def test_bad_configs_fail_before_any_work(data, tmp_path, kw, msg):
     with pytest.raises(DBAError, match=msg):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 from ..config import CompareConfig, DEFAULT_RATIOS
 from ..errors import DBAError
@@ -53,13 +52,10 @@ def resolved(cfg: CompareConfig) -> dict:
 
 
 def cmd_compare(args) -> int:
-    from ..compare import compare, plan_runs
+    from ..compare import compare, plan_runs, resume_config
 
     if args.resume:
-        p = Path(args.resume)
-        if not (p / "compare.json").exists():
-            raise DBAError(f"{p} is not a comparison folder (no compare.json).")
-        cfg = CompareConfig.from_dict(json.loads((p / "compare.json").read_text())["config"])
+        cfg = resume_config(args.resume)  # output_dir = DIR itself: a copied folder resumes the copy
     else:
         cfg = config_from_args(args)
     if args.print_config:

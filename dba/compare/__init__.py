@@ -24,7 +24,8 @@ results.csv, plots, summary.md). :func:`compare` writes an output folder:
   them ``<domain>_forgetting_plane.png`` (:func:`dba.plots.forgetting_plane`);
 - ``summary.md``           — the results tables with intervals ("within noise" where a difference's interval
   contains 0) and the cost lines (per seed and in total);
-- ``compare.json``         — the :class:`~dba.config.CompareConfig` and the run list (for ``resume``).
+- ``compare.json``         — the :class:`~dba.config.CompareConfig` and the run list (for ``resume``:
+  :func:`resume_config` reads it back with ``output_dir`` = the folder itself, so a copied folder resumes the copy).
 
 The configs (:class:`~dba.config.CompareConfig`, the ``quick`` preset ...) live in :mod:`dba.config`; the command
 line in :mod:`dba.cli.compare`.
@@ -33,7 +34,7 @@ from ..config import DEFAULT_RATIOS, CompareConfig, preset
 from ..runs import load_runs
 from .plan import DBA_FAMILY, DEFAULT_METHODS, METHODS, RunSpec, domain_key, plan_runs, selected_methods, validate
 from .report import RESULT_COLUMNS, cost_accounting, cost_lines, results_csv, run_cost
-from .run import CompareResult, compare
+from .run import CompareResult, compare, resume_config
 
 
 def _quick_dict() -> dict:
@@ -48,4 +49,4 @@ QUICK = _quick_dict()
 
 __all__ = ["CompareConfig", "CompareResult", "DBA_FAMILY", "DEFAULT_METHODS", "DEFAULT_RATIOS", "METHODS", "QUICK", "RESULT_COLUMNS",
            "RunSpec", "compare", "cost_accounting", "cost_lines", "domain_key", "load_runs", "plan_runs",
-           "results_csv", "run_cost", "selected_methods", "validate"]
+           "results_csv", "resume_config", "run_cost", "selected_methods", "validate"]

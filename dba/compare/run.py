@@ -117,6 +117,25 @@ def compare(cfg: CompareConfig, cancel: threading.Event | Callable[[], bool] | N
 # Before anything is written
 
 
+def resume_config(out_dir: str | Path) -> CompareConfig:
+    """The config to resume the comparison in ``out_dir``: the one saved in its ``compare.json``, with
+    ``output_dir`` set to ``out_dir`` itself (a copied or moved folder resumes where it is, not where it was made;
+    as :func:`dba.train.resume_config` does for a run)."""
+    out = Path(out_dir).expanduser()
+    f = out / "compare.json"
+    if not out.is_dir():
+        raise DBAError(f"Comparison folder not found: {out}.")
+    if not f.exists():
+        raise DBAError(f"{out} is not a comparison folder (no compare.json).")
+    try:
+        saved = json.loads(f.read_text(encoding="utf-8"))["config"]
+        cfg = CompareConfig.from_dict(saved)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise DBAError(f"{f} is damaged ({type(e).__name__}: {e}); the comparison cannot be resumed.") from None
+    cfg.output_dir = str(out)
+    return cfg
+
+
 def _check_folder(job: _Job) -> None:
     out, cfg = job.out, job.cfg
     if (out / "compare.json").exists() and not job.resume:
@@ -124,10 +143,11 @@ def _check_folder(job: _Job) -> None:
     if job.resume:
         if not (out / "compare.json").exists():
             raise DBAError(f"Nothing to resume in {out}: no compare.json.")
-        saved = json.loads((out / "compare.json").read_text())["config"]
-        if CompareConfig.from_dict(saved).to_dict() != cfg.to_dict():
+        theirs, mine = resume_config(out).to_dict(), cfg.to_dict()
+        theirs.pop("output_dir"), mine.pop("output_dir")  # a copied or moved folder resumes where it is
+        if theirs != mine:
             raise DBAError(f"The config differs from the one saved in {out}/compare.json; resume needs the same "
-                           "config.")
+                           "config (use dba.compare.resume_config).")
         base_file = out / "base.json"
         job.base_scores = json.loads(base_file.read_text()) if base_file.exists() else {}
     elif out.exists() and any(out.iterdir()):
