@@ -166,7 +166,7 @@ def _data_line(arg: str | None, role: str) -> tuple[str, str | None]:
 
 
 def model_card(run: dict, kind: str = "adapter", merged_from_quantized: str | None = None) -> str:
-    """The README.md model card of a run (``dba.train.read_run``'s dict) exported as ``kind`` "adapter", "merged"
+    """The README.md model card of a run (``dba.runs.read_run``'s dict) exported as ``kind`` "adapter", "merged"
     or "model" (full fine-tuning). ``merged_from_quantized`` names the training quantisation a merge de-quantised."""
     from . import __version__
 
@@ -337,7 +337,7 @@ def make_shareable(folder: str | Path, run_dir: str | Path, kind: str = "adapter
     """What a run does to its saved ``adapter/`` (or ``model/``): name a base that resolves elsewhere and replace
     PEFT's boilerplate README with :func:`model_card`. A card that cannot be written warns and does not fail the run."""
     from .io import atomic_write_text
-    from .train import read_run
+    from .runs import read_run
 
     folder = Path(folder)
     run = read_run(run_dir)
@@ -357,7 +357,7 @@ def refresh_card(run_dir: str | Path) -> None:
         if (run_dir / sub).is_dir():
             try:
                 from .io import atomic_write_text
-                from .train import read_run
+                from .runs import read_run
 
                 atomic_write_text(run_dir / sub / CARD_FILE, model_card(read_run(run_dir), kind))
             except Exception as e:  # noqa: BLE001 — never fail a finished run over its card
@@ -413,7 +413,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path | None = None, *, merge:
     ``out_dir`` defaults to ``<run>/export-adapter`` or ``<run>/export-merged``. It must not exist or be empty.
     """
     from .io import atomic_dir, atomic_write_json, atomic_write_text
-    from .train import read_run
+    from .runs import read_run
 
     run_dir = Path(run_dir)
     run = read_run(run_dir)

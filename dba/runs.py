@@ -5,11 +5,89 @@ folder). The CLI, compare's report, the app and the notebooks use these; plots t
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
 from pathlib import Path
 
 from .config import LoraSettings
 from .errors import DBAError, ModelLoadError
-from .train import read_run  # noqa: F401  (the run-folder reader; lives with the writer)
+from .io import read_jsonl
+
+# --------------------------------------------------------------------------------------------------------------------
+# A run folder as a dict, and whether the process that writes it is alive (dba.train writes the folders and re-exports
+# these names; dba.export, compare, the app and the plots read through them, so none of them imports the trainer)
+
+
+STALE_OTHER_HOST_SECONDS = 15 * 60
+"""A ``running`` folder written from another host counts as interrupted once its heartbeat is this old (the process
+cannot be checked from here)."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Who runs a folder: pid + host + process start time, so a killed run is not taken for a live one
+
+
+def _proc_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), or None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_ACTIVE: set[str] = set()  # run folders this process is running now (any thread)
+
+
+def owner_alive(status: dict, run_dir: str | Path | None = None) -> bool:
+    """Whether the process recorded in a ``running`` status is still running that folder (``run_dir``: the folder
+    the status was read from; a copy of a live run's folder is not live).
+
+    Same host: the pid exists and (where recorded) started at the same time, so a reused pid does not count.
+    Another host: only the heartbeat can tell; alive while younger than :data:`STALE_OTHER_HOST_SECONDS`.
+    Statuses written before pids were recorded count as not alive."""
+    pid, host = status.get("pid"), status.get("host")
+    if not pid or not host:
+        return False
+    if host != socket.gethostname():
+        return time.time() - float(status.get("heartbeat") or 0) < STALE_OTHER_HOST_SECONDS
+    if run_dir is not None and status.get("run_dir") and str(Path(run_dir).resolve()) != status["run_dir"]:
+        return False
+    if pid == os.getpid():
+        return str(status.get("run_dir")) in _ACTIVE
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        pass
+    except OSError:
+        return False
+    start = status.get("pid_start")
+    return start is None or _proc_start(int(pid)) in (None, start)
+
+
+def effective_state(status: dict, run_dir: str | Path | None = None) -> str:
+    """``status.json``'s state, with a ``running`` folder whose process is gone (kill -9, a crash, a reboot) read as
+    ``interrupted``."""
+    st = status.get("status", "")
+    return "interrupted" if st == "running" and not owner_alive(status, run_dir) else st
+
+
+def read_run(run_dir: str | Path) -> dict:
+    """A run folder's config, status and metrics (for compare, plots and the app).
+
+    A ``running`` status whose process is gone reads as ``interrupted`` (with ``"stale": True``)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists() and not (run_dir / "status.json").exists():
+        raise DBAError(f"{run_dir} is not a run folder (no config.json / status.json).")
+    cfg = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else {}
+    status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").exists() else {}
+    if status.get("status") == "running" and "pid" in status and effective_state(status, run_dir) == "interrupted":
+        status = {**status, "status": "interrupted", "stale": True}
+    return {"dir": str(run_dir), "config": cfg, "status": status, "metrics": read_jsonl(run_dir / "metrics.jsonl")}
+
 
 
 def _read_json(path: Path, what: str) -> dict:
