@@ -172,6 +172,8 @@ DATA_OPTS = [
     Opt(("--general",), "general"),
     Opt(("--domain-eval",), "domain_eval"),
     Opt(("--general-eval",), "general_eval"),
+    Opt(("--general-heldout",), "general_heldout", metavar="FILE"),
+    Opt(("--domain-heldout",), "domain_heldout", metavar="FILE"),
     Opt(("--max-length",), "max_length", type=int),
 ]
 RUN_OPTS = [
