@@ -173,6 +173,31 @@ def test_scores_over_steps(out):
     assert not notes(fig)
 
 
+def test_nll_over_steps(out):
+    """The held-out NLL of each eval record, per run, with its interval band; runs without NLL get a note."""
+    runs = synthetic_runs()[:2]
+    for r, slope in zip(runs, (0.4, 0.1)):
+        for m in r["metrics"]:
+            if m["type"] == "eval":
+                k = m["step"] / 40
+                m["nll_g"], m["nll_d"] = 1.5 + slope * k, 2.5 - 0.8 * k
+                m["ci"] = {"nll_g": [m["nll_g"] - 0.1, m["nll_g"] + 0.12], "nll_d": [m["nll_d"] - 0.2, m["nll_d"] + 0.2]}
+    fig = plots.nll_over_steps(runs, path=out / "nll_over_steps.png")
+    assert_png(out / "nll_over_steps.png")
+    assert len(fig.axes) == 2 and not notes(fig)
+    for key in ("nll_g", "nll_d"):
+        evals = [m for m in runs[0]["metrics"] if m["type"] == "eval"]
+        (line,) = with_gid(fig, f"{key}:direct")
+        assert list(line.get_xdata()) == [m["step"] for m in evals]
+        assert np.allclose(line.get_ydata(), [m[key] for m in evals])
+        (band,) = with_gid(fig, f"band:{key}:direct")
+        ys = band.get_paths()[0].vertices[:, 1]
+        assert np.isclose(ys.min(), min(m["ci"][key][0] for m in evals))
+        (base,) = by_gid(fig, f"base:{key}")
+        assert np.allclose(base.get_ydata(), evals[0][key])
+    assert notes(plots.nll_over_steps(synthetic_runs()[:1]))  # no NLL in the records: a note, no error
+
+
 def test_score_plane(out):
     runs = synthetic_runs()
     fig = plots.score_plane(runs, path=out / "score_plane.png")
