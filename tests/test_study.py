@@ -38,6 +38,10 @@ def data(tmp_path_factory):
                                                "answer": 0} for a in range(7)]),
         "mc_gen": _jsonl(d / "mc_gen.jsonl", [{"question": f"What colour is thing {i}?", "choices": ["Blue", "Seven",
                                                "Up"], "answer": i % 3} for i in range(9)]),
+        "pairs_dom": _jsonl(d / "pairs_dom.jsonl", [{"question": f"What is {a} plus 2?", "answer": f"{a + 2}."}
+                                                    for a in range(5)]),
+        "pairs_gen": _jsonl(d / "pairs_gen.jsonl", [{"question": f"Which colour is item {i}?", "answer": "Blue."}
+                                                    for i in range(6)]),
     }
 
 
@@ -49,7 +53,8 @@ def study(data, tmp_path_factory):
                    data["gen"], "--general-eval", data["mc_gen"], "--domain-eval", data["mc_dom"], "--methods",
                    "direct,dba", "--seeds", "2", "--wiseft", "0.5", "--steps", "2", "--batch-size", "4",
                    "--max-length", "48", "--anchor-batches", "2", "--eval-items", "0", "--scorer", "loglik",
-                   "--lr", "0.05", "-o", str(out), "--quiet"])
+                   "--lr", "0.05", "--general-heldout", data["pairs_gen"], "--domain-heldout", data["pairs_dom"],
+                   "-o", str(out), "--quiet"])
     assert rc == 0
     with open(out / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -58,6 +63,22 @@ def study(data, tmp_path_factory):
 
 def _f(x):
     return None if x in ("", None) else float(x)
+
+
+def test_heldout_nll_pooled_over_seeds_and_on_wiseft_rows(study):
+    out, rows = study
+    base = rows[0]
+    for r in rows:
+        for k in ("nll_g", "nll_d"):
+            v, lo, hi = _f(r[k]), _f(r[k + "_lo"]), _f(r[k + "_hi"])
+            assert v is not None and lo <= v <= hi, (r["label"], r["seed"], k)
+            assert _f(r["d_" + k]) == pytest.approx(v - _f(base[k]), abs=2e-4)
+    by = {(r["label"], r["seed"]): r for r in rows}
+    for label in ("direct", "dba", "dba+wiseft-0.5"):
+        seeds = [_f(by[(label, s)]["nll_d"]) for s in ("0", "1")]
+        assert _f(by[(label, "all")]["nll_d"]) == pytest.approx(sum(seeds) / 2, abs=2e-4)  # mean over seeds x pairs
+    summary = (out / "summary.md").read_text()
+    assert summary.count("### Held-out answer NLL per token") == 2  # pooled and every seed
 
 
 def test_results_csv_columns_and_a_row_per_seed_plus_a_pooled_row(study):
