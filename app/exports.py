@@ -1,4 +1,5 @@
-"""Chat (the base model and the tuned one answering the same prompt) and export (adapter zip, merged model zip).
+"""Chat (the base model and the tuned one answering the same prompt) and export (adapter zip, merged model zip: the
+library's :func:`dba.export.export_run`, scrubbed of server folders, zipped).
 
 Runs are loaded with the library's :func:`dba.runs.load_trained`. A LoRA run is loaded once, base model with its
 trained adapter: the tuned answer is generated with the adapter enabled and the base answer inside PEFT's
@@ -121,36 +122,45 @@ def _provenance(run_dir: Path, hide: dict[str, str] | None) -> dict[str, bytes]:
     return out
 
 
+_TEXT = (".json", ".md", ".txt", ".jinja")
+"""Files of an export whose text is scrubbed of server folders (configs, the model card, tokenizer files)."""
+
+
+def _export(run_dir: Path, out_dir: Path, hide: dict[str, str] | None, merge: bool, name: str) -> Path:
+    """The library's shareable export (:func:`dba.export.export_run`: model card, training config, tokenizer) of
+    ``run_dir``, its text files scrubbed of ``hide``, zipped with the run's provenance under ``dba-run/``."""
+    from dba.export import export_run
+
+    stage = Path(out_dir) / f".export-{run_dir.name}-{time.time_ns()}"
+    try:
+        export_run(run_dir, stage, merge=merge, progress=False)
+        for f in stage.rglob("*"):
+            if f.is_file() and f.suffix in _TEXT and f.stat().st_size < 64 * 2**20:
+                text = f.read_text(encoding="utf-8", errors="surrogateescape")
+                clean = scrub(text, hide or {})
+                if clean != text:
+                    f.write_text(clean, encoding="utf-8", errors="surrogateescape")
+        return _zip_folder(stage, Path(out_dir) / f"{run_dir.name}-{name}.zip", _provenance(run_dir, hide))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def export_adapter(run_dir: Path, out_dir: Path, hide: dict[str, str] | None = None) -> Path:
-    """The run's PEFT adapter (adapter_config.json + adapter_model.safetensors) as a zip, with the run's config,
-    status and metrics under ``dba-run/`` (server folders in ``hide`` replaced, see :func:`scrub`). A full
-    fine-tuning run has no adapter: export its model instead."""
+    """The run's PEFT adapter (adapter_config.json + adapter_model.safetensors, model card, tokenizer) as a zip, with
+    the run's config, status and metrics under ``dba-run/`` (server folders in ``hide`` replaced, see
+    :func:`scrub`). A full fine-tuning run has no adapter: export its model instead."""
     run_dir = Path(run_dir)
     run_config(run_dir)
     if not (run_dir / "adapter").exists():
         raise DBAError(f"{run_dir.name} was a full fine-tuning run: it has no adapter. Use “merged model” to "
                        "download the fine-tuned weights.")
-    return _zip_folder(run_dir / "adapter", Path(out_dir) / f"{run_dir.name}-adapter.zip", _provenance(run_dir, hide))
+    return _export(run_dir, out_dir, hide, merge=False, name="adapter")
 
 
 def export_merged(run_dir: Path, out_dir: Path, hide: dict[str, str] | None = None) -> Path:
-    """A standalone checkpoint (base + adapter merged, with the tokenizer) as a zip; refused for 4-bit runs, whose
-    base weights are quantised (merging into them would lose the adapter's precision)."""
+    """A standalone checkpoint (base + adapter merged, with the tokenizer and a model card) as a zip; a 4-bit run's
+    base is de-quantised first by the library (the weights the adapter was trained against). A full fine-tuning run
+    is its own standalone checkpoint."""
     run_dir = Path(run_dir)
-    cfg = run_config(run_dir)
-    dest = Path(out_dir) / f"{run_dir.name}-merged.zip"
-    if (run_dir / "model").exists():  # full fine-tuning: the run already saved a standalone checkpoint
-        return _zip_folder(run_dir / "model", dest, _provenance(run_dir, hide))
-    if cfg.get("quantization", "none") != "none":
-        raise DBAError("This run used a 4-bit base model: merging the adapter into quantised weights would lose "
-                       "precision. Download the adapter and merge it into the full-precision base instead.")
-    lm = load_trained(run_dir, device="cpu")
-    merged = lm.model.merge_and_unload()
-    stage = Path(out_dir) / f".merge-{run_dir.name}-{int(time.time())}"
-    try:
-        merged.config.use_cache = True
-        merged.save_pretrained(stage)
-        lm.tokenizer.save_pretrained(stage)
-        return _zip_folder(stage, dest, _provenance(run_dir, hide))
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    run_config(run_dir)
+    return _export(run_dir, out_dir, hide, merge=True, name="merged")

@@ -133,7 +133,8 @@ def test_workflow_anchor_finetune_compare_export(studio, tmp_path):
     zpath = client.predict(run=str(run_dir), api_name="/export_adapter")
     with zipfile.ZipFile(zpath) as z:
         names = set(z.namelist())
-    assert {"adapter_config.json", "adapter_model.safetensors", "dba-run/config.json"} <= names
+    # the library's shareable export (dba.export.export_run): model card and training config beside the adapter
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "dba-run/config.json"} <= names
     base, tuned = client.predict(run=str(run_dir), prompt="What is 2+2?", max_tokens=8, api_name="/chat")
     assert isinstance(base, str) and isinstance(tuned, str)
     print(f"\nAPI workflow (anchor, fine-tune, compare, export) took {time.time() - t0:.1f} s")

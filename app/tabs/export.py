@@ -13,9 +13,10 @@ from .common import Ctx, guard
 def build(ctx: Ctx) -> SimpleNamespace:
     t = SimpleNamespace()
     with gr.Tab("6 · Export", id="export"):
-        gr.Markdown("Download a run's result. **Adapter**: the PEFT adapter (load it on the same base with "
-                    "`PeftModel.from_pretrained`). **Merged model**: base + adapter merged into one "
-                    "standalone checkpoint (not offered for 4-bit runs).")
+        gr.Markdown("Download a run's result, with a model card (README.md) and the training config. **Adapter**: "
+                    "the PEFT adapter (load it on the same base with `PeftModel.from_pretrained`). **Merged model**: "
+                    "base + adapter merged into one standalone checkpoint (a 4-bit run's base is de-quantised "
+                    "first).")
         with gr.Row():
             t.run = gr.Dropdown([], label="Run (this session's)", allow_custom_value=True, scale=4)
             t.refresh = gr.Button("↻ Refresh runs", size="sm", scale=1)
