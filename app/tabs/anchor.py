@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from dba.data import ACCEPTED_LAYOUTS
 from dba.errors import DBAError
 from dba.global_gradient import GlobalGradient
 
@@ -27,8 +28,8 @@ def build(ctx: Ctx) -> SimpleNamespace:
                 t.source = gr.Radio(["general", UPLOAD], value="general", label="General corpus",
                                     info="the bundled general set, or your own file")
                 with gr.Accordion("Upload a general corpus", open=False):
-                    t.file = gr.File(label=".jsonl .json .csv .parquet .txt — text, instruction/output, "
-                                     "prompt/response or messages rows", height=110,
+                    t.file = gr.File(label=f"{' '.join(uploads.CORPUS_EXTENSIONS)} — rows: {ACCEPTED_LAYOUTS}",
+                                     height=110,
                                      file_types=list(uploads.CORPUS_EXTENSIONS), type="filepath")
                     t.check = gr.Markdown()
                 t.batches = gr.Slider(1, ctx.cap(128, lim.max_anchor_batches), value=p.anchor_batches, step=1,

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from dba.data import BUNDLED_DOMAINS
+from dba.data import ACCEPTED_LAYOUTS, BUNDLED_DOMAINS
 from dba.errors import DBAError
 
 from .. import limits, tasks, uploads, views
@@ -25,7 +25,8 @@ def build(ctx: Ctx) -> SimpleNamespace:
             with gr.Column(scale=1, min_width=320):
                 t.domain = gr.Dropdown(list(BUNDLED_DOMAINS) + [UPLOAD], value="finance", label="Domain data")
                 with gr.Accordion("Upload domain data", open=False):
-                    t.file = gr.File(label=f".jsonl .json .csv .parquet .txt — used when Domain data = “{UPLOAD}”",
+                    t.file = gr.File(label=f"{' '.join(uploads.CORPUS_EXTENSIONS)}, used when Domain data = "
+                                           f"“{UPLOAD}” — rows: {ACCEPTED_LAYOUTS}",
                                      file_types=list(uploads.CORPUS_EXTENSIONS), type="filepath", height=110)
                     t.check = gr.Markdown()
                 t.method = gr.Radio(["dba", "direct", "mixture"], value="dba", label="Method",
