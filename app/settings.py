@@ -4,7 +4,7 @@
 |---------------------------------|------------------|----------------------------------------------------------------|
 | ``DBA_STUDIO_MODEL``            | the preset's     | the model the page starts with (``default`` = the embedded one;|
 |                                 | (``default``)    | the ``smoke`` preset's is ``tiny``)                            |
-| ``DBA_STUDIO_PRESET``           | ``quick``        | the lesson's sizes and the forms' start values: a preset of   |
+| ``DBA_STUDIO_PRESET``           | ``quick``        | the forms' start values and what a run keeps from its preset: |
 |                                 |                  | :mod:`dba.config` (``smoke``, ``quick``, ``lesson``, ``study``)|
 | ``DBA_STUDIO_LESSON_PRESET``    | ``lesson``       | the sizes of the "Start here" lesson (:mod:`dba.lesson`); with |
 |                                 | (smoke: smoke)   | ``DBA_STUDIO_PRESET=smoke`` it is ``smoke``                    |
@@ -26,7 +26,7 @@
 |                                 |                  | model (comma-separated hub ids or server folders)              |
 | ``DBA_STUDIO_MAX_STEPS``        | 200              | public mode: most optimiser steps of one run                   |
 | ``DBA_STUDIO_MAX_BATCH``        | 16               | public mode: largest batch size                                |
-| ``DBA_STUDIO_MAX_EVAL_ITEMS``   | 100              | public mode: most quiz questions per eval set (0 = all refused)|
+| ``DBA_STUDIO_MAX_EVAL_ITEMS``   | 100              | public mode: most quiz questions per eval set ("all" refused) |
 | ``DBA_STUDIO_MAX_ANCHOR_BATCHES``| 64              | public mode: most general batches of a global gradient         |
 | ``DBA_STUDIO_MAX_RANK``         | 64               | public mode: largest LoRA rank (full fine-tuning, rank 0, stays|
 |                                 |                  | allowed only when ``DBA_STUDIO_ALLOW_FULL=1``)                 |
