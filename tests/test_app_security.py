@@ -235,6 +235,11 @@ def test_two_sessions_are_isolated(app, tmp_path):
             assert kind == "error", (api, out)
         kind, out = raw_call(url, "job_status", [], hb)
         assert kind == "complete" and out[0] == {"state": "idle"}
+        a.predict(domain="finance", file=None, method="direct", steps=3, batch_size=2, eval_every=0, eval_items=1,
+                  api_name="/start_finetune")
+        kind, out = raw_call(url, "cancel_job", [], hb)  # B's cancel, while A's job is queued or running
+        assert kind == "complete" and "No job running" in str(out), out
+        assert wait(a)["state"] == "completed"
         # no file of A's is served: its stored upload, its run folder, its export folder
         for f in (stored_upload, run_dir / "config.json", run_dir / "adapter" / "adapter_model.safetensors",
                   next(a_ws.exports.glob("*.zip"))):
