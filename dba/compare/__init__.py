@@ -18,11 +18,14 @@ results.csv, plots, summary.md). :func:`compare` writes an output folder:
   at each α, scored; no training), see :mod:`.posthoc`;
 - ``results.csv``          — one row per run (per seed) plus a ``base`` row per domain, a pooled row per method with
   several seeds and a ``<label>+wiseft-<α>`` row per WiSE-FT point; every score and every difference (vs base, vs
-  direct) with its 95 % interval (see :data:`RESULT_COLUMNS`, :mod:`.rows`);
+  direct) with its 95 % interval (see :data:`RESULT_COLUMNS`, :mod:`.rows`), and the held-out answer NLL per token
+  (``nll_g``, ``nll_d``, and ``d_nll_*`` vs base) when the comparison has held-out pairs (``run.general_heldout`` /
+  ``run.domain_heldout``; by default the bundled ``heldout_pairs.jsonl`` of a bundled corpus);
 - ``cost.json``            — the cost accounting (see :func:`cost_accounting`);
 - ``<domain>_*.png``, ``anchor_spectrum.png`` — plots from :mod:`dba.plots`, with intervals (bands, whiskers), among
-  them ``<domain>_forgetting_plane.png`` (:func:`dba.plots.forgetting_plane`);
-- ``summary.md``           — the results tables with intervals ("within noise" where a difference's interval
+  them ``<domain>_forgetting_plane.png`` (:func:`dba.plots.forgetting_plane`) and ``<domain>_nll_over_steps.png``
+  (:func:`dba.plots.nll_over_steps`, with held-out pairs);
+- ``summary.md``           — the results tables (and the held-out NLL table) with intervals ("within noise" where a difference's interval
   contains 0) and the cost lines (per seed and in total);
 - ``compare.json``         — the :class:`~dba.config.CompareConfig` and the run list (for ``resume``:
   :func:`resume_config` reads it back with ``output_dir`` = the folder itself, so a copied folder resumes the copy).
