@@ -6,7 +6,8 @@ One entry point, :func:`finetune`. A run folder holds:
 - ``status.json``    — the state (see below), the last step, tokens, cumulative times, and who runs it
   (``pid``, ``host``, ``heartbeat``: the time of the last write) so that a killed run can be told from a live one;
 - ``metrics.jsonl``  — one ``{"type": "step", ...}`` line per optimiser step (loss, ‖g_D‖, ‖ĝ‖, ρ, γ, λ, lr,
-  ‖w‖ ...) and ``{"type": "eval", ...}`` lines with S_G, S_D, S at each evaluation (step 0 is the base model);
+  ‖w‖ ...) and ``{"type": "eval", ...}`` lines with S_G, S_D, S and the held-out answer NLL per token (``nll_g``,
+  ``nll_d``; :func:`load_heldout_pairs`), each with its 95 % interval, at each evaluation (step 0 is the base model);
 - ``adapter/`` (PEFT ``save_pretrained``) or ``model/`` (full fine-tuning) — the result;
 - ``checkpoint/``    — trainable weights + optimiser + RNG state, for ``resume``: saved every ``checkpoint_minutes``
   (and every ``checkpoint_every`` steps), on cancel, Ctrl-C and SIGTERM, and at the end of training until the result
