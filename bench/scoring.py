@@ -90,6 +90,17 @@ def run(args) -> dict:
     sc.evaluate(model, tok, warm, warm, batch_size=bs, max_new_tokens=4)
     res["cpu_seconds"] = CPU_SECONDS
 
+    if args.throughput_items > 0:
+        _throughput(res, args, model, tok, pad, bs)
+    _evaluations(res, args, model, tok, bs)
+    res["loadavg_after"] = os.getloadavg()
+    return res
+
+
+def _throughput(res, args, model, tok, pad, bs) -> None:
+    """Log-likelihood, generation and NLL against their floors, on ``--throughput-items`` items."""
+    from dba import scores as sc
+
     # ---- log-likelihood and generation vs the floor, on the throughput set ------------------------------------------
     items, have = _items(args.domain if args.throughput_set == "domain" else "general", args.throughput_items)
     res["throughput_set"] = {"name": args.throughput_set, "items": len(items), "distinct": have}
@@ -125,7 +136,8 @@ def run(args) -> dict:
 
     # ---- held-out answer NLL (bundled pairs) vs the floor ---------------------------------------------------------
     try:
-        pairs = sc.load_qa_pairs(sc.heldout_pairs_path("general")) + sc.load_qa_pairs(sc.heldout_pairs_path(args.domain))
+        pairs = (sc.load_qa_pairs(sc.heldout_pairs_path("general"))
+                 + sc.load_qa_pairs(sc.heldout_pairs_path(args.domain)))
     except Exception as e:  # noqa: BLE001 -- older data without held-out pairs: skip the row
         res["nll"] = {"skipped": str(e)}
     else:
@@ -136,7 +148,12 @@ def run(args) -> dict:
                       "fast_vs_floor": t_nfloor / t_nll, "nll": r.nll,
                       "fast_vs_floor_cpu": CPU_SECONDS["nll_floor"] / CPU_SECONDS["nll_fast"]}
 
-    # ---- whole evaluations ------------------------------------------------------------------------------------------
+
+
+def _evaluations(res, args, model, tok, bs) -> None:
+    """``dba.scores.evaluate`` (log-lik + generation + intervals) on the lesson's and the large set."""
+    from dba import scores as sc
+
     res["evaluations"] = []
     for label, (ng, nd) in (("lesson", args.lesson), ("large", args.large)):
         if ng + nd == 0:
@@ -147,37 +164,45 @@ def run(args) -> dict:
                                            max_new_tokens=args.max_new_tokens, gen_batch_size=args.gen_batch_size),
                        label)
         res["evaluations"].append({"set": label, "general": ng, "general_distinct": g_have, "domain": args.domain,
-                                   "domain_items": nd, "domain_distinct": d_have, "seconds": t_eval, "cpu_seconds": CPU_SECONDS[label],
+                                   "domain_items": nd, "domain_distinct": d_have, "seconds": t_eval,
+                                   "cpu_seconds": CPU_SECONDS[label],
                                    "s_g": s.s_g, "s_d": s.s_d, "s": s.s, "ci": s.ci})
-    res["loadavg_after"] = os.getloadavg()
-    return res
 
 
 def report(res: dict) -> str:
-    ll, gen = res["loglik"], res["generation"]
+    head = [f"#### Scoring speed — {res['model']}, {res['threads']} thread(s), batch {res['batch_size']} items "
+            f"(generation {res['gen_batch_size']} rows), fp32 CPU, torch {res['torch']}", "",
+            f"Load average before / after: {' '.join(f'{x:.1f}' for x in res['loadavg_before'])} / "
+            f"{' '.join(f'{x:.1f}' for x in res['loadavg_after'])}.", ""]
+    return "\n".join(head + (_report_throughput(res) if "loglik" in res else []) + _report_evaluations(res))
+
+
+def _report_throughput(res: dict) -> list[str]:
+    ll, gen, nll = res["loglik"], res["generation"], res["nll"]
     ts = res["throughput_set"]
     rep = f" ({ts['distinct']} distinct, repeated)" if ts["items"] > ts["distinct"] else ""
-    lines = [f"#### Scoring speed — {res['model']}, {res['threads']} thread(s), batch {res['batch_size']} items "
-             f"(generation {res['gen_batch_size']} rows), "
-             f"fp32 CPU, torch {res['torch']}",
-             "", f"Throughput set: {ts['items']} {ts['name']} items{rep}. Load average before / after: "
-                 f"{' '.join(f'{x:.1f}' for x in res['loadavg_before'])} / "
-                 f"{' '.join(f'{x:.1f}' for x in res['loadavg_after'])}.", "",
-             "| scorer | tokens | floor s | scorer s | throughput vs floor (wall) | (CPU time) | plain scorer s | plain vs floor |",
-             "|---|---|---|---|---|---|---|---|",
-             f"| log-likelihood | {ll['tokens']} | {ll['floor_s']:.1f} | {ll['fast_s']:.1f} | "
-             f"{100 * ll['fast_vs_floor']:.0f} % | {100 * ll['fast_vs_floor_cpu']:.0f} % | {ll['plain_s']:.1f} | {100 * ll['plain_vs_floor']:.0f} % |",
-             f"| generation (≤ {res['max_new_tokens']} new tokens) | {gen['tokens']} | {gen['floor_s']:.1f} | "
-             f"{gen['fast_s']:.1f} | {100 * gen['fast_vs_floor']:.0f} % | {100 * gen['fast_vs_floor_cpu']:.0f} % | "
-             + (f"{gen['plain_s']:.1f} | {100 * gen['plain_vs_floor']:.0f} % |" if "plain_s" in gen else "- | - |"),
-             (f"| held-out answer NLL ({res['nll']['pairs']} pairs: general + {res['domain']}) | "
-              f"{res['nll']['tokens']} | {res['nll']['floor_s']:.1f} | {res['nll']['fast_s']:.1f} | "
-              f"{100 * res['nll']['fast_vs_floor']:.0f} % | {100 * res['nll']['fast_vs_floor_cpu']:.0f} % | - | - |"
-              if "pairs" in res["nll"] else f"| held-out answer NLL | skipped: {res['nll']['skipped']} | | | | | | |"),
-             "", f"Log-lik fast vs plain: same predictions {ll['same_predictions']}, largest log-prob difference "
-                 f"{ll['max_logprob_diff']:.1e}"
-             + (f"; generation fast vs plain: same replies {gen['same_replies']}." if "same_replies" in gen else "."),
-             "", "| evaluation | general items | domain items | seconds (wall) | CPU seconds / threads | S_G | S_D | S |",
+    return [
+        f"Throughput set: {ts['items']} {ts['name']} items{rep}.", "",
+        "| scorer | tokens | floor s | scorer s | throughput vs floor (wall) | (CPU time) | plain scorer s "
+        "| plain vs floor |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| log-likelihood | {ll['tokens']} | {ll['floor_s']:.1f} | {ll['fast_s']:.1f} | "
+        f"{100 * ll['fast_vs_floor']:.0f} % | {100 * ll['fast_vs_floor_cpu']:.0f} % | {ll['plain_s']:.1f} | "
+        f"{100 * ll['plain_vs_floor']:.0f} % |",
+        f"| generation (≤ {res['max_new_tokens']} new tokens) | {gen['tokens']} | {gen['floor_s']:.1f} | "
+        f"{gen['fast_s']:.1f} | {100 * gen['fast_vs_floor']:.0f} % | {100 * gen['fast_vs_floor_cpu']:.0f} % | "
+        + (f"{gen['plain_s']:.1f} | {100 * gen['plain_vs_floor']:.0f} % |" if "plain_s" in gen else "- | - |"),
+        (f"| held-out answer NLL ({nll['pairs']} pairs: general + {res['domain']}) | {nll['tokens']} | "
+         f"{nll['floor_s']:.1f} | {nll['fast_s']:.1f} | {100 * nll['fast_vs_floor']:.0f} % | "
+         f"{100 * nll['fast_vs_floor_cpu']:.0f} % | - | - |"
+         if "pairs" in nll else f"| held-out answer NLL | skipped: {nll['skipped']} | | | | | | |"),
+        "", f"Log-lik fast vs plain: same predictions {ll['same_predictions']}, largest log-prob difference "
+            f"{ll['max_logprob_diff']:.1e}"
+        + (f"; generation fast vs plain: same replies {gen['same_replies']}." if "same_replies" in gen else "."), ""]
+
+
+def _report_evaluations(res: dict) -> list[str]:
+    lines = ["| evaluation | general items | domain items | seconds (wall) | CPU seconds / threads | S_G | S_D | S |",
              "|---|---|---|---|---|---|---|---|"]
     for e in res["evaluations"]:
         def n(k, have):
@@ -189,9 +214,8 @@ def report(res: dict) -> str:
 
         lines.append(f"| {e['set']} | {n('general', 'general_distinct')} | {e['domain']}: "
                      f"{n('domain_items', 'domain_distinct')} | {e['seconds']:.1f} | "
-                     f"{e['cpu_seconds'] / res['threads']:.1f} | {ci('s_g')} | {ci('s_d')} | "
-                     f"{ci('s')} |")
-    return "\n".join(lines)
+                     f"{e['cpu_seconds'] / res['threads']:.1f} | {ci('s_g')} | {ci('s_d')} | {ci('s')} |")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -203,7 +227,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--domain", default="finance", help="bundled domain of the evaluations")
     p.add_argument("--throughput-set", choices=["general", "domain"], default="general")
-    p.add_argument("--throughput-items", type=int, default=100, help="items of the floor comparison")
+    p.add_argument("--throughput-items", type=int, default=100, help="items of the floor comparison (0 skips it)")
     p.add_argument("--plain-generation", action="store_true", help="also time model.generate (slow)")
     p.add_argument("--lesson", type=lambda s: tuple(int(x) for x in s.split(",")), default=(100, 40),
                    metavar="G,D", help="the lesson's evaluation set: general,domain items (default 100,40)")
