@@ -378,6 +378,12 @@ def test_fast_path_is_taken(noisy_tiny, monkeypatch):
     monkeypatch.setattr(sc._SharedPrefix, "build", classmethod(spy))
     score_mc_loglik(noisy_tiny.model, noisy_tiny.tokenizer, MIXED[:2])
     assert built and built[0] is not None and len(built[0].ids) > 10  # the system prompt and "<|im_start|>user\n"
+    # ... and through a PEFT LoRA wrapper (the model a run evaluates during training), quantised or not
+    from dba import LoraSettings
+
+    lora = load_model("tiny", device="cpu", lora=LoraSettings(rank=4))
+    score_mc_loglik(lora.model, lora.tokenizer, MIXED[:2])
+    assert built[-1] is not None and built[-1].ids == built[0].ids
 
 
 def test_fast_generation_equals_plain(noisy_tiny):
