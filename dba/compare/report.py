@@ -303,7 +303,7 @@ def write_summary(cfg: CompareConfig, out: Path, rows, cost, plots, status, warn
         f"{run.steps} steps × batch {run.batch_size}, η_0 = {a.anneal.lr:g} ({a.anneal.schedule}), "
         f"{_seeds_text(cfg)}; "
         f"eval: scorer {run.eval_scorer}, "
-        f"{'all' if run.eval_items is None else 'first ' + str(run.eval_items)} items per set"
+        f"{'all' if not run.eval_items else 'first ' + str(run.eval_items)} items per set"
         f"{', every ' + str(run.eval_every) + ' steps' if run.eval_every else ''}. "
         f"This comparison took {cost['compare_wall_seconds']:.0f} s of wall-clock (everything but the plots).", "",
         "Scores in % (share correct) with their 95 % confidence interval in brackets; Δ in points vs the base "

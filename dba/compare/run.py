@@ -243,11 +243,13 @@ def _base_evaluation(job: _Job, lm) -> None:
         first = next(iter(job.base_scores.values()), None)  # the general set is the same for every domain
         job.event("base", f"scoring the base model on {d} (once, shared by every {d} run)")
         t0 = time.perf_counter()
-        sc_dom = evaluate_model(lm.model, lm.tokenizer, [], dom_eval, probe, pairs=([], dom_pairs))
+        sc_dom = (evaluate_model(lm.model, lm.tokenizer, [], dom_eval, probe, pairs=([], dom_pairs))
+                  if dom_eval or dom_pairs else {"s_d": None, "nll_d": None, "detail": {}})  # nothing to score
         if first is not None:
             s_g, nll_g, g_detail = first["s_g"], first.get("nll_g"), first["detail"].get("general")
         else:
-            sc_gen = evaluate_model(lm.model, lm.tokenizer, gen_eval, [], probe, pairs=(gen_pairs, []))
+            sc_gen = (evaluate_model(lm.model, lm.tokenizer, gen_eval, [], probe, pairs=(gen_pairs, []))
+                      if gen_eval or gen_pairs else {"s_g": None, "nll_g": None, "detail": {}})
             s_g, nll_g, g_detail = sc_gen["s_g"], sc_gen["nll_g"], sc_gen["detail"].get("general")
         s_d = sc_dom["s_d"]
         job.base_scores[d] = {"s_g": s_g, "s_d": s_d,
