@@ -94,7 +94,8 @@ def wire_jobs(ctx: Ctx, bar: SimpleNamespace, seen: gr.State, renderers: dict, o
             return out
         seen_value = dict(seen_value or {})
         same = seen_value.get("id") == job.id
-        if same and seen_value.get("version") == job.version:
+        version = job.version  # read before drawing: a change made while drawing is drawn by the next poll
+        if same and seen_value.get("version") == version:
             return out
         now = time.time()
         if same and job.active and now - seen_value.get("t", 0) < REDRAW_SECONDS:
@@ -118,7 +119,7 @@ def wire_jobs(ctx: Ctx, bar: SimpleNamespace, seen: gr.State, renderers: dict, o
             elif same and job.state == "completed":
                 gr.Info(f"{job.title}: finished")
             seen_value["ended"] = job.id
-        seen_value.update(id=job.id, version=job.version, t=now)
+        seen_value.update(id=job.id, version=version, t=now)
         out[seen] = seen_value
         return out
 
