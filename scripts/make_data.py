@@ -117,6 +117,20 @@ def check_items(items: list[dict], where: str) -> list[str]:
     return problems
 
 
+def interleave_by_category(items: list[dict]) -> list[dict]:
+    """Round-robin over the categories (in order of first appearance), keeping each category's own order: the first
+    N items of the file (``--eval-items N``) then span every category instead of being N geography questions."""
+    groups: dict[str, list[dict]] = {}
+    for it in items:
+        groups.setdefault(it.get("category", ""), []).append(it)
+    out, queues = [], [list(g) for g in groups.values()]
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="check only; write nothing")
@@ -132,6 +146,7 @@ def main(argv=None) -> int:
     domain_train_q = [r["instruction"] for d in domains.values() for r in d["train"]]
 
     gen_eval, gen_pairs, dropped = make_data_general.build(anchor_q, domain_train_q)
+    gen_eval = interleave_by_category(gen_eval)
     problems = check_items(gen_eval, "general")
     for d, sets in domains.items():
         problems += check_items(sets["eval"], d)
