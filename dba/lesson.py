@@ -77,7 +77,7 @@ class LessonConfig(ConfigBase):
     """One lesson: a preset's run, fine-tuned twice (direct and the remedy) on one domain."""
 
     preset: str = "lesson"
-    """The run sizes: a :func:`dba.config.preset` name (``lesson``: full fine-tuning, η_0 1e-3, 20 steps × 8;
+    """The run sizes: a :func:`dba.config.preset` name (``lesson``: full fine-tuning, η_0 1e-3, 24 steps × 8;
     ``smoke`` on the tiny model for tests)."""
     remedy: str = LESSON_REMEDY
     """The method run beside direct fine-tuning: a DBA-family name of :data:`dba.methods.METHODS` or ``mixture``."""
