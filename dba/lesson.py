@@ -35,11 +35,13 @@ from .config import CompareConfig, ConfigBase, preset
 from .errors import DBAError, DivergedError
 from .io import atomic_write_json
 
-LESSON_REMEDY = "dba"
+LESSON_REMEDY = "dba-clip"
 """The remedy the lesson runs beside direct fine-tuning: a name of :data:`dba.methods.METHODS` (a DBA-family method,
-or ``mixture`` at :data:`LESSON_MIXTURE_RATIO`). It should be the best DBA-family variant measured in the study
-regime (docs/defaults.md, issue 13); until that measurement is in, the lesson runs ``dba`` (the reconstruction of
-the paper). Change it here, or per lesson with ``LessonConfig.remedy`` / ``scripts/record_lesson.py --remedy``."""
+or ``mixture`` at :data:`LESSON_MIXTURE_RATIO`). ``dba-clip`` (the paper's step with the anchor scaled by g_D's clip
+factor) had the best joint score S of the DBA family in the one-seed probe of the lesson regime (docs/defaults.md,
+2026-12-01) — but like every DBA variant there it forgot MORE than direct (ΔS_G −22.5 vs −10.5 points), and mixture
+did not prevent forgetting either: the lesson says so. Change it here, or per lesson with ``LessonConfig.remedy`` /
+``scripts/record_lesson.py --remedy``, once issue 13's verdict finds a variant that holds."""
 
 LESSON_MIXTURE_RATIO = 0.25
 """The general share of each batch when the remedy is ``mixture`` (25 % prevented forgetting in the first full
