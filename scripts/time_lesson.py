@@ -114,12 +114,13 @@ def main(argv=None) -> int:
               flush=True)
         visits = []
         for i in range(args.visits):
-            name = "first visit (no caches)" if i == 0 and not args.cache_dir else f"repeat {i} (caches warm)"
             v = one_visit(url, args.domain, args.timeout)
-            v["name"] = name
-            visits.append(v)
             rec = v["record"] or {}
             used = {k: bool(c and c.get("hit")) for k, c in (rec.get("cache") or {}).items()}
+            # named by what the lesson reports, not by guess: a --cache-dir may be empty or already warm
+            name = f"visit {i + 1}: " + ("caches warm" if any(used.values()) else "first visit (no caches)")
+            v["name"] = name
+            visits.append(v)
             print(f"{name}: {v['seconds']:.1f} s from the click to the finished lesson "
                   f"(job {v['job_seconds']} s); caches used: {used}", flush=True)
     finally:
