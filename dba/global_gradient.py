@@ -456,15 +456,7 @@ def estimate_global_gradient(
 
     The weights are checked to be unchanged at the end (a checksum of every parameter before and after).
     """
-    from tqdm.auto import tqdm
-
-    if estimator not in ("mean", "ema"):
-        raise DBAError(f"Unknown estimator {estimator!r}; use 'mean' or 'ema'.")
-    if energy_scope not in ("matrix", "total"):
-        raise DBAError(f"Unknown energy_scope {energy_scope!r}; use 'matrix' or 'total'.")
-    if energy_scope == "total" and streaming:
-        raise DBAError("energy_scope='total' needs every matrix's spectrum before choosing ranks, which the one-pass "
-                       "streaming anchor does not have; use energy_scope='matrix' with streaming.")
+    _check_estimate_args(estimator, energy_scope, streaming)
     from . import distributed as dist_
 
     dist_.check_supported(model)
@@ -473,6 +465,68 @@ def estimate_global_gradient(
         space = "weight" if lora_layers(model) else "param"
     targets = _anchor_targets(model, space)
     device = next(model.parameters()).device
+    store, oversample = _new_store(targets, space, streaming, rank, oversample, sketch_seed, device)
+    fstore = _new_fisher_store(targets, device) if fisher else None
+
+    # Zero learning rate: gradients are folded into the running means and the weights never move (checked below).
+    checksum_before = _weights_checksum(model)
+    n, tokens, t0 = _zero_lr_pass(model, batches, space, store, fstore, estimator=estimator, beta1=beta1,
+                                  max_batches=max_batches, progress=progress, callback=callback, device=device)
+    n, tokens, world = _combine_estimate(store, fstore, n, tokens, estimator=estimator, beta1=beta1,
+                                         distributed=distributed)
+    if _weights_checksum(model) != checksum_before:
+        raise AssertionError("weights changed during zero-learning-rate estimation")  # a bug, never user error
+    seconds = time.perf_counter() - t0
+
+    g = _compress_store(store, fstore, space, rank=rank, energy=energy, energy_scope=energy_scope)
+    g.meta = _anchor_meta(model, targets, store, space=space, rank=rank, energy=energy, energy_scope=energy_scope,
+                          corpus_name=corpus_name, corpus_hash=corpus_hash, batches=n, tokens=tokens,
+                          estimator=estimator, beta1=beta1, seconds=seconds, streaming=streaming,
+                          oversample=oversample, world=world, fisher=fisher, base_model_id=base_model_id)
+    return g
+
+
+def _anchor_meta(model, targets: dict, store: dict, *, space, rank, energy, energy_scope, corpus_name, corpus_hash,
+                 batches: int, tokens: int, estimator, beta1, seconds: float, streaming, oversample, world: int,
+                 fisher: bool, base_model_id) -> dict:
+    """The anchor's provenance and settings, saved with it (what it was estimated from, how, and how long it took)."""
+    return {
+        "base_model": base_model_id or getattr(base_model(model).config, "_name_or_path", None),
+        "weight_fingerprint": weight_fingerprint(model),
+        "targets": {n: list(s) for n, s in targets.items()},
+        "space": space,
+        "rank": rank if rank is not None or not streaming else store_rank(store),
+        "energy": energy,
+        "energy_scope": energy_scope,
+        "corpus": corpus_name,
+        "corpus_hash": corpus_hash,
+        "batches": batches,
+        "tokens": tokens,
+        "estimator": estimator,
+        "beta1": beta1 if estimator == "ema" else None,
+        "seconds": round(seconds, 3),
+        "streaming": bool(streaming),
+        "oversample": oversample if streaming else None,
+        "world_size": world,
+        "fisher": "adafactor-row-col" if fisher else None,
+        "library_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _check_estimate_args(estimator: str, energy_scope: str, streaming: bool) -> None:
+    if estimator not in ("mean", "ema"):
+        raise DBAError(f"Unknown estimator {estimator!r}; use 'mean' or 'ema'.")
+    if energy_scope not in ("matrix", "total"):
+        raise DBAError(f"Unknown energy_scope {energy_scope!r}; use 'matrix' or 'total'.")
+    if energy_scope == "total" and streaming:
+        raise DBAError("energy_scope='total' needs every matrix's spectrum before choosing ranks, which the one-pass "
+                       "streaming anchor does not have; use energy_scope='matrix' with streaming.")
+
+
+def _new_store(targets: dict, space: str, streaming: bool, rank, oversample, sketch_seed: int, device):
+    """The running mean of the gradient: a zero tensor per target, or (streaming) a randomised sketch per matrix.
+    Returns (store, the oversampling used)."""
     if streaming:
         from .streaming import DEFAULT_OVERSAMPLE, make_sketches
 
@@ -483,15 +537,25 @@ def estimate_global_gradient(
         store, _tests = make_sketches(targets, rank, oversample, sketch_seed, device)
     else:
         store = {n: torch.zeros(shape, dtype=torch.float32, device=device) for n, shape in targets.items()}
-    params = trainable_parameters(model) if space == "param" else {}
-    # the Fisher's running mean: (row, col) sums per matrix, or a dense tensor per vector
-    fstore = {n: ((torch.zeros(sh[0], dtype=torch.float32, device=device),
-                   torch.zeros(sh[1], dtype=torch.float32, device=device)) if len(sh) == 2
-                  else torch.zeros(sh, dtype=torch.float32, device=device))
-              for n, sh in targets.items()} if fisher else None
-    hooks = _WeightGradHooks(model, lora_layers(model), store, fstore) if space == "weight" else None
+    return store, oversample
 
-    checksum_before = _weights_checksum(model)
+
+def _new_fisher_store(targets: dict, device) -> dict:
+    """The Fisher's running mean: (row, col) sums per matrix, or a dense tensor per vector."""
+    return {n: ((torch.zeros(sh[0], dtype=torch.float32, device=device),
+                 torch.zeros(sh[1], dtype=torch.float32, device=device)) if len(sh) == 2
+                else torch.zeros(sh, dtype=torch.float32, device=device))
+            for n, sh in targets.items()}
+
+
+def _zero_lr_pass(model, batches, space: str, store: dict, fstore: dict | None, *, estimator, beta1, max_batches,
+                  progress, callback, device):
+    """Forward and backward over each batch without an optimiser step, folding each gradient into ``store`` (and
+    its square into ``fstore``). Returns (batches used, tokens, the time it started)."""
+    from tqdm.auto import tqdm
+
+    params = trainable_parameters(model) if space == "param" else {}
+    hooks = _WeightGradHooks(model, lora_layers(model), store, fstore) if space == "weight" else None
     was_training = model.training
     # eval(): no dropout, so the estimate is deterministic; gradients still flow.
     model.eval()
@@ -504,33 +568,15 @@ def estimate_global_gradient(
             if max_batches is not None and n >= max_batches:
                 break
             n += 1
-            # Fold this batch into the running estimate in place: m <- keep·m + add·g_n.
-            keep, add = ((n - 1) / n, 1.0 / n) if estimator == "mean" else (beta1, 1.0 - beta1)
-            for t in store.values():
-                t.mul_(keep)
-            if fstore is not None:  # the Fisher is always the exact mean over batches
-                for t in _fisher_tensors(fstore):
-                    t.mul_((n - 1) / n)
-            if hooks is not None:
-                hooks.scale = add
-                hooks.fisher_scale = 1.0 / n
+            add = _decay_running_means(store, fstore, hooks, n, estimator, beta1)
             model.zero_grad(set_to_none=True)
             batch = {k: v.to(device) for k, v in batch.items()}
             loss = model(**batch).loss
             if not torch.isfinite(loss):
                 raise DBAError(f"Non-finite loss ({loss.item()}) on general batch {n}; check the corpus and dtype.")
-            loss.backward()
+            loss.backward()  # weight space: the hooks add this batch's dL/dW as backward runs
             if space == "param":
-                for name, p in params.items():
-                    if p.grad is not None:
-                        store[name].add_(p.grad.float(), alpha=add)
-                        if fstore is not None:
-                            sq = p.grad.float().square()
-                            if sq.dim() == 2:
-                                fstore[name][0].add_(sq.sum(1), alpha=1.0 / n)
-                                fstore[name][1].add_(sq.sum(0), alpha=1.0 / n)
-                            else:
-                                fstore[name].add_(sq, alpha=1.0 / n)
+                _add_param_gradients(params, store, fstore, add, n)
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -542,6 +588,41 @@ def estimate_global_gradient(
             hooks.remove()
         model.zero_grad(set_to_none=True)
         model.train(was_training)
+    return n, tokens, t0
+
+
+def _decay_running_means(store: dict, fstore: dict | None, hooks, n: int, estimator, beta1) -> float:
+    """Before batch n, fold the running estimate in place: m <- keep·m (the batch then adds add·g_n). Returns add."""
+    keep, add = ((n - 1) / n, 1.0 / n) if estimator == "mean" else (beta1, 1.0 - beta1)
+    for t in store.values():
+        t.mul_(keep)
+    if fstore is not None:  # the Fisher is always the exact mean over batches
+        for t in _fisher_tensors(fstore):
+            t.mul_((n - 1) / n)
+    if hooks is not None:
+        hooks.scale = add
+        hooks.fisher_scale = 1.0 / n
+    return add
+
+
+def _add_param_gradients(params: dict, store: dict, fstore: dict | None, add: float, n: int) -> None:
+    """Parameter space: add this batch's gradients (and their squares, for the Fisher) to the running means."""
+    for name, p in params.items():
+        if p.grad is not None:
+            store[name].add_(p.grad.float(), alpha=add)
+            if fstore is not None:
+                sq = p.grad.float().square()
+                if sq.dim() == 2:
+                    fstore[name][0].add_(sq.sum(1), alpha=1.0 / n)
+                    fstore[name][1].add_(sq.sum(0), alpha=1.0 / n)
+                else:
+                    fstore[name].add_(sq, alpha=1.0 / n)
+
+
+def _combine_estimate(store: dict, fstore: dict | None, n: int, tokens: int, *, estimator, beta1, distributed):
+    """Bias-correct an EMA and average across ranks when distributed. Returns (batches, tokens, world size)."""
+    from . import distributed as dist_
+
     share = distributed is not False and dist_.world_size() > 1  # average with the other ranks below
     if n == 0 and not share:
         raise DBAError("No general batches were given: the global gradient needs at least one batch.")
@@ -556,10 +637,11 @@ def estimate_global_gradient(
             dist_.average_estimate({f"f{i}": t for i, t in enumerate(_fisher_tensors(fstore))}, n_local, tokens)
         n, tokens = dist_.average_estimate(store, n_local, tokens)
         world = dist_.world_size()
-    if _weights_checksum(model) != checksum_before:
-        raise AssertionError("weights changed during zero-learning-rate estimation")  # a bug, never user error
-    seconds = time.perf_counter() - t0
+    return n, tokens, world
 
+
+def _compress_store(store: dict, fstore: dict | None, space: str, *, rank, energy, energy_scope) -> GlobalGradient:
+    """Ĝ as stored: low-rank factors (from a sketch, a fixed rank or an energy share) or dense; and the Fisher."""
     g = GlobalGradient(space=space)
     total_ranks = None
     if energy_scope == "total" and rank is None and energy is not None:
@@ -586,28 +668,6 @@ def estimate_global_gradient(
             g.fisher_factors[name] = f
         else:
             g.fisher_dense[name] = f
-    g.meta = {
-        "base_model": base_model_id or getattr(base_model(model).config, "_name_or_path", None),
-        "weight_fingerprint": weight_fingerprint(model),
-        "targets": {n: list(s) for n, s in targets.items()},
-        "space": space,
-        "rank": rank if rank is not None or not streaming else store_rank(store),
-        "energy": energy,
-        "energy_scope": energy_scope,
-        "corpus": corpus_name,
-        "corpus_hash": corpus_hash,
-        "batches": n,
-        "tokens": tokens,
-        "estimator": estimator,
-        "beta1": beta1 if estimator == "ema" else None,
-        "seconds": round(seconds, 3),
-        "streaming": bool(streaming),
-        "oversample": oversample if streaming else None,
-        "world_size": world,
-        "fisher": "adafactor-row-col" if fisher else None,
-        "library_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
     return g
 
 
