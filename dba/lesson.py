@@ -248,6 +248,34 @@ def _free():
 # The lesson
 
 
+class _LessonEvents:
+    """The lesson's record so far and how the lesson reports: each event goes to ``callback``, then the live record to
+    ``watch``; ``cancelled()`` is checked between phases; ``stop(where)`` marks the record cancelled and raises."""
+
+    def __init__(self, record: dict, t_start: float, callback, watch, cancel):
+        self.record, self.timings, self.t_start = record, record["timings"], t_start
+        self.callback, self.watch, self.cancel = callback, watch, cancel
+
+    def emit(self, ev: dict) -> None:
+        if self.callback is not None:
+            self.callback(ev)
+        if self.watch is not None:
+            self.watch(self.record)
+
+    def phase(self, name: str, message: str, **kw) -> None:
+        self.emit({"type": "lesson", "phase": name, "message": message, **kw})
+
+    def cancelled(self) -> bool:
+        if self.cancel is None:
+            return False
+        return self.cancel.is_set() if hasattr(self.cancel, "is_set") else bool(self.cancel())
+
+    def stop(self, where: str):
+        self.record["status"] = "cancelled"
+        self.timings["total"] = round(time.perf_counter() - self.t_start, 3)
+        raise LessonCancelled(f"Lesson cancelled {where}.", self.record)
+
+
 def run_lesson(cfg: LessonConfig | None = None, *, callback: Callable[[dict], None] | None = None, cancel=None,
                progress: bool = False, questions=QUESTIONS, command: str | None = None,
                watch: Callable[[dict], None] | None = None) -> dict:
@@ -268,12 +296,7 @@ def run_lesson(cfg: LessonConfig | None = None, *, callback: Callable[[dict], No
     raises :class:`LessonCancelled`. ``command``: how the lesson was started (kept in the record). ``watch(record)``:
     called after every event with the record so far (the live object: copy it to keep it, e.g. for a page that
     draws the lesson while it runs with :func:`figures` and :func:`answers_table`)."""
-    from .anchor import load_anchor_corpus
-    from .cache import cached_anchor, cached_json, scores_key
     from .methods import METHODS
-    from .models import load_model
-    from .scores import evaluate
-    from .train import _seed_everything, evaluate_model, finetune, load_eval_sets
 
     cfg = cfg or LessonConfig()
     cfg.validate()
@@ -284,24 +307,35 @@ def run_lesson(cfg: LessonConfig | None = None, *, callback: Callable[[dict], No
         if (s.run_dir / "status.json").exists():
             raise DBAError(f"{out} already holds a lesson; choose another folder.")
     run = specs[0].config
+    record = _new_record(cfg, run, specs, questions, command)
+    ev = _LessonEvents(record, t_start, callback, watch, cancel)
+
+    # 1. the base model: scores and answers (cached), and ĝ_G (cached) when the remedy needs it
+    lm, gen_eval, dom_eval = _load_base(ev, run)
+    _score_base(ev, cfg, run, lm, gen_eval, dom_eval, questions)
+    anchor = _lesson_anchor(ev, cfg, run, lm, out, progress) if METHODS[cfg.remedy].needs_anchor else None
+    del lm  # the runs load their own copy; free this one first
+    _free()
+
+    # 2. direct, then the remedy: same data order, seed and steps
+    record["timings"]["runs"] = {}
+    for spec in specs:
+        if ev.cancelled():
+            ev.stop(f"before {spec.label}")
+        _run_one(ev, cfg, spec, anchor, gen_eval, dom_eval, questions, cancel=cancel, progress=progress)
+
+    # 3. the summary
+    _finish(ev, out)
+    return record
+
+
+def _new_record(cfg: LessonConfig, run, specs, questions, command: str | None) -> dict:
+    """The lesson record before anything ran: what was asked, on which machine, with which settings."""
+    from .methods import METHODS
+
     remedy = next(s for s in specs if s.method != "direct")
     method = METHODS[cfg.remedy]
-
-    def emit(ev: dict) -> None:
-        if callback is not None:
-            callback(ev)
-        if watch is not None:
-            watch(record)
-
-    def phase(name: str, message: str, **kw) -> None:
-        emit({"type": "lesson", "phase": name, "message": message, **kw})
-
-    def cancelled() -> bool:
-        if cancel is None:
-            return False
-        return cancel.is_set() if hasattr(cancel, "is_set") else bool(cancel())
-
-    record: dict = {
+    return {
         "format": RECORD_FORMAT, "version": RECORD_VERSION, "status": "running",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": _machine(), "command": command,
         "config": cfg.to_dict(),
@@ -313,15 +347,14 @@ def run_lesson(cfg: LessonConfig | None = None, *, callback: Callable[[dict], No
         "questions": [{"text": q.text, "accept": list(q.accept)} for q in questions],
         "base": None, "runs": [], "summary": None, "timings": {}, "cache": {},
     }
-    timings = record["timings"]
 
-    def stop(where: str):
-        record["status"] = "cancelled"
-        timings["total"] = round(time.perf_counter() - t_start, 3)
-        raise LessonCancelled(f"Lesson cancelled {where}.", record)
 
-    # 1. the base model: scores and answers (cached), and ĝ_G (cached) when the remedy needs it
-    phase("load", f"loading {run.model}")
+def _load_base(ev: _LessonEvents, run):
+    """Load the base model and the two eval sets (cut to ``eval_items``). Returns (model, general, domain)."""
+    from .models import load_model
+    from .train import _seed_everything, load_eval_sets
+
+    ev.phase("load", f"loading {run.model}")
     t0 = time.perf_counter()
     _seed_everything(run.seed)
     lm = load_model(run.model, quantization=run.quantization, lora=run.lora, device=run.device, dtype=run.dtype,
@@ -332,11 +365,19 @@ def run_lesson(cfg: LessonConfig | None = None, *, callback: Callable[[dict], No
     if not gen_eval or not dom_eval:
         raise DBAError(f"The lesson needs a general and a domain eval set; {run.domain!r} has "
                        f"{len(dom_eval)} domain items and the general set {len(gen_eval)}.")
-    timings["load"] = round(time.perf_counter() - t0, 3)
+    ev.timings["load"] = round(time.perf_counter() - t0, 3)
+    return lm, gen_eval, dom_eval
 
-    if cancelled():
-        stop("before the base evaluation")
-    phase("base", "scoring the base model and asking it the lesson's questions")
+
+def _score_base(ev: _LessonEvents, cfg: LessonConfig, run, lm, gen_eval, dom_eval, questions) -> None:
+    """The base model's scores and answers (cached by model, eval sets, scorer and questions)."""
+    from .cache import cached_json, scores_key
+    from .scores import evaluate
+
+    record = ev.record
+    if ev.cancelled():
+        ev.stop("before the base evaluation")
+    ev.phase("base", "scoring the base model and asking it the lesson's questions")
     t0 = time.perf_counter()
     key = scores_key(lm, gen_eval, dom_eval, scorer=run.eval_scorer, max_new_tokens=32,
                      questions=record["questions"], answer_tokens=cfg.answer_tokens)
@@ -350,115 +391,131 @@ def run_lesson(cfg: LessonConfig | None = None, *, callback: Callable[[dict], No
     base_eval = base["eval"]
     record["base"] = {"eval": compact_eval(base_eval, keep_items=True), "answers": base["answers"]}
     record["cache"]["base"] = use.to_dict()
-    timings["base"] = round(time.perf_counter() - t0, 3)
-    phase("base", use.describe(), cache=use.to_dict())
-    emit({"type": "base", "eval": record["base"]["eval"], "answers": base["answers"]})
+    ev.timings["base"] = round(time.perf_counter() - t0, 3)
+    ev.phase("base", use.describe(), cache=use.to_dict())
+    ev.emit({"type": "base", "eval": record["base"]["eval"], "answers": base["answers"]})
 
-    anchor = None
-    if method.needs_anchor:
-        if cancelled():
-            stop("before the global gradient")
-        acfg = run.anchor_config()
-        phase("anchor", f"the global gradient ĝ_G ({acfg.batches} general batches, or the cached one)",
-              total=acfg.batches)
-        t0 = time.perf_counter()
 
-        def on_batch(done, total, seconds):
-            if cancelled():
-                raise LessonCancelled("Lesson cancelled during the global gradient.", record)
-            phase("anchor", f"global gradient: batch {done}/{total or acfg.batches}", done=done,
-                  total=total or acfg.batches)
+def _lesson_anchor(ev: _LessonEvents, cfg: LessonConfig, run, lm, out: Path, progress: bool):
+    """ĝ_G for the remedy (cached by model and anchor settings), reporting each batch and honouring cancel."""
+    from .anchor import load_anchor_corpus
+    from .cache import cached_anchor
 
-        try:
-            anchor, use = cached_anchor(lm, acfg, corpus=load_anchor_corpus(acfg, lm.tokenizer),
-                                        cache_dir=cfg.cache_dir, enabled=cfg.cache, progress=progress,
-                                        callback=on_batch)
-        except LessonCancelled:
-            stop("during the global gradient")
-        if not cfg.cache:  # the run records the anchor it used: keep it beside the runs
-            anchor.save(out / "anchor.safetensors")
-        record["cache"]["anchor"] = use.to_dict()
-        timings["anchor"] = round(time.perf_counter() - t0, 3)
-        phase("anchor", use.describe(), cache=use.to_dict())
-    del lm
+    if ev.cancelled():
+        ev.stop("before the global gradient")
+    acfg = run.anchor_config()
+    ev.phase("anchor", f"the global gradient ĝ_G ({acfg.batches} general batches, or the cached one)",
+             total=acfg.batches)
+    t0 = time.perf_counter()
+
+    def on_batch(done, total, seconds):
+        if ev.cancelled():
+            raise LessonCancelled("Lesson cancelled during the global gradient.", ev.record)
+        ev.phase("anchor", f"global gradient: batch {done}/{total or acfg.batches}", done=done,
+                 total=total or acfg.batches)
+
+    try:
+        anchor, use = cached_anchor(lm, acfg, corpus=load_anchor_corpus(acfg, lm.tokenizer),
+                                    cache_dir=cfg.cache_dir, enabled=cfg.cache, progress=progress,
+                                    callback=on_batch)
+    except LessonCancelled:
+        ev.stop("during the global gradient")
+    if not cfg.cache:  # the run records the anchor it used: keep it beside the runs
+        anchor.save(out / "anchor.safetensors")
+    ev.record["cache"]["anchor"] = use.to_dict()
+    ev.timings["anchor"] = round(time.perf_counter() - t0, 3)
+    ev.phase("anchor", use.describe(), cache=use.to_dict())
+    return anchor
+
+
+def _run_one(ev: _LessonEvents, cfg: LessonConfig, spec, anchor, gen_eval, dom_eval, questions, *, cancel,
+             progress: bool) -> None:
+    """One fine-tuning run of the lesson, its final scores and answers; a diverged run is recorded and skipped."""
+    from .train import finetune
+
+    record, timings = ev.record, ev.timings
+    ft = copy.copy(spec.config)
+    if spec.needs_anchor:
+        ft.anchor = anchor.meta.get("path")
+    ev.phase("run", f"fine-tuning: {spec.label}", label=spec.label, method=spec.method, steps=ft.steps,
+             run_dir=str(spec.run_dir), config=ft.to_dict())
+    entry = {"label": spec.label, "method": spec.method, "run_as": ft.method, "run_dir": str(spec.run_dir),
+             "config": {"method": ft.method, "mixture_ratio": ft.mixture_ratio, "seed": ft.seed,
+                        "dba": ft.dba.to_dict()},
+             "status": "running", "metrics": [dict(record["base"]["eval"], shared=True)], "answers": None}
+    record["runs"].append(entry)
+    clock = {"eval": 0.0, "last": time.perf_counter()}  # time spent in evaluations during the run
+
+    def on_record(rec):
+        kind = rec.get("type")
+        now = time.perf_counter()
+        if kind == "step":
+            entry["metrics"].append(compact_step(rec))
+            clock["last"] = now
+        elif kind == "eval":
+            entry["metrics"].append(compact_eval(rec))
+            clock["eval"] += now - clock["last"]
+            clock["last"] = now
+        ev.emit({**rec, "run": entry["label"]})
+
+    t0 = time.perf_counter()
+    try:
+        r = finetune(ft, cancel=cancel, callback=on_record, progress=progress,
+                     anchor=anchor if spec.needs_anchor else None, keep_model=True)
+    except DivergedError as e:
+        entry["status"], entry["error"] = "diverged", str(e)
+        timings["runs"][spec.label] = {"total": round(time.perf_counter() - t0, 3)}
+        return
+    if r.status != "completed":
+        entry["status"] = r.status
+        ev.stop(f"during {spec.label}")
+    train_seconds = round(time.perf_counter() - t0, 3)
+    final_eval, answer_seconds = _score_run(ev, cfg, spec, ft, r.loaded, entry, gen_eval, dom_eval, questions)
+    entry["status"] = "completed"
+    timings["runs"][spec.label] = {"run": train_seconds, "evaluations_during": round(clock["eval"], 3),
+                                   "final_evaluation": round(final_eval, 3),
+                                   "answers": round(answer_seconds, 3),
+                                   "total": round(time.perf_counter() - t0, 3)}
+    r.loaded = None
+    del r
     _free()
+    if not cfg.keep_weights:
+        import shutil
 
-    # 2. direct, then the remedy: same data order, seed and steps
-    timings["runs"] = {}
-    for spec in specs:
-        if cancelled():
-            stop(f"before {spec.label}")
-        ft = copy.copy(spec.config)
-        if spec.needs_anchor:
-            ft.anchor = anchor.meta.get("path")
-        phase("run", f"fine-tuning: {spec.label}", label=spec.label, method=spec.method, steps=ft.steps,
-              run_dir=str(spec.run_dir), config=ft.to_dict())
-        entry = {"label": spec.label, "method": spec.method, "run_as": ft.method, "run_dir": str(spec.run_dir),
-                 "config": {"method": ft.method, "mixture_ratio": ft.mixture_ratio, "seed": ft.seed,
-                            "dba": ft.dba.to_dict()},
-                 "status": "running", "metrics": [dict(record["base"]["eval"], shared=True)], "answers": None}
-        record["runs"].append(entry)
-        clock = {"eval": 0.0, "last": time.perf_counter()}
+        for name in ("model", "adapter"):
+            shutil.rmtree(spec.run_dir / name, ignore_errors=True)
 
-        def on_record(rec, entry=entry, clock=clock):
-            kind = rec.get("type")
-            now = time.perf_counter()
-            if kind == "step":
-                entry["metrics"].append(compact_step(rec))
-                clock["last"] = now
-            elif kind == "eval":
-                entry["metrics"].append(compact_eval(rec))
-                clock["eval"] += now - clock["last"]
-                clock["last"] = now
-            emit({**rec, "run": entry["label"]})
 
-        t0 = time.perf_counter()
-        try:
-            r = finetune(ft, cancel=cancel, callback=on_record, progress=progress,
-                         anchor=anchor if spec.needs_anchor else None, keep_model=True)
-        except DivergedError as e:
-            entry["status"], entry["error"] = "diverged", str(e)
-            timings["runs"][spec.label] = {"total": round(time.perf_counter() - t0, 3)}
-            continue
-        if r.status != "completed":
-            entry["status"] = r.status
-            stop(f"during {spec.label}")
-        train_seconds = round(time.perf_counter() - t0, 3)
-        phase("final", f"{spec.label}: scoring the fine-tuned model")
-        t1 = time.perf_counter()
-        final = {"type": "eval", "step": ft.steps, **evaluate_model(r.loaded.model, r.loaded.tokenizer, gen_eval,
-                                                                      dom_eval, ft)}
-        entry["metrics"].append(compact_eval(final, keep_items=True))
-        emit({**final, "run": spec.label})
-        final_eval = time.perf_counter() - t1
-        phase("answers", f"{spec.label}: asking the fine-tuned model the lesson's questions")
-        t1 = time.perf_counter()
-        entry["answers"] = ask(r.loaded, questions, cfg.answer_tokens)
-        answer_seconds = time.perf_counter() - t1
-        emit({"type": "answers", "run": spec.label, "answers": entry["answers"]})
-        entry["status"] = "completed"
-        timings["runs"][spec.label] = {"run": train_seconds, "evaluations_during": round(clock["eval"], 3),
-                                       "final_evaluation": round(final_eval, 3),
-                                       "answers": round(answer_seconds, 3),
-                                       "total": round(time.perf_counter() - t0, 3)}
-        r.loaded = None
-        del r
-        _free()
-        if not cfg.keep_weights:
-            import shutil
+def _score_run(ev: _LessonEvents, cfg: LessonConfig, spec, ft, loaded, entry: dict, gen_eval, dom_eval,
+               questions) -> tuple[float, float]:
+    """The fine-tuned model's final scores and its answers. Returns (seconds scoring, seconds answering)."""
+    from .train import evaluate_model
 
-            for name in ("model", "adapter"):
-                shutil.rmtree(spec.run_dir / name, ignore_errors=True)
+    ev.phase("final", f"{spec.label}: scoring the fine-tuned model")
+    t1 = time.perf_counter()
+    final = {"type": "eval", "step": ft.steps, **evaluate_model(loaded.model, loaded.tokenizer, gen_eval,
+                                                                  dom_eval, ft)}
+    entry["metrics"].append(compact_eval(final, keep_items=True))
+    ev.emit({**final, "run": spec.label})
+    final_eval = time.perf_counter() - t1
+    ev.phase("answers", f"{spec.label}: asking the fine-tuned model the lesson's questions")
+    t1 = time.perf_counter()
+    entry["answers"] = ask(loaded, questions, cfg.answer_tokens)
+    answer_seconds = time.perf_counter() - t1
+    ev.emit({"type": "answers", "run": spec.label, "answers": entry["answers"]})
+    return final_eval, answer_seconds
 
-    # 3. the summary
-    timings["total"] = round(time.perf_counter() - t_start, 3)
+
+def _finish(ev: _LessonEvents, out: Path) -> None:
+    """The summary, then the record on disk."""
+    record, timings = ev.record, ev.timings
+    timings["total"] = round(time.perf_counter() - ev.t_start, 3)
     record["summary"] = summarise(record)
     record["status"] = "completed"
-    phase("summary", "summary written")
-    emit({"type": "summary", "summary": record["summary"]})
+    ev.phase("summary", "summary written")
+    ev.emit({"type": "summary", "summary": record["summary"]})
     save_record(record, out / "lesson.json")
-    phase("done", f"lesson finished in {timings['total']:.0f} s")
-    return record
+    ev.phase("done", f"lesson finished in {timings['total']:.0f} s")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -490,15 +547,36 @@ def summarise(record: dict) -> dict:
     measured): ``direct_forgot`` (direct's S_G below base, outside the noise), ``direct_learned`` (its S_D above
     base, outside the noise), ``remedy_held`` (the remedy's S_G is not below base by more than its interval),
     ``remedy_learned``, ``remedy_kept_more`` (the remedy's S_G above direct's, outside the noise)."""
-    from .scores import paired_delta
     from .stats import describe_difference
 
     base_ev = (record.get("base") or {}).get("eval")
-    base = _scores(base_ev)
     runs = {r["label"]: r for r in record.get("runs") or []}
     remedy = (record.get("remedy") or {}).get("label")
     finals = {lab: _final_eval(r) for lab, r in runs.items()
               if r.get("status") == "completed" and _final_eval(r) is not None}
+    diffs = _differences(base_ev, finals, remedy)
+
+    lines = ["### What happened"]
+    if base_ev:
+        lines.append(f"- **Base model**: S_G {_with_ci(base_ev, 's_g')}, S_D {_with_ci(base_ev, 's_d')}")
+    for lab, ev in finals.items():
+        dg, dd = (_diff_interval(diffs, f"{lab} - base", k) for k in ("s_g", "s_d"))
+        lines.append(f"- **{lab}**: S_G {_with_ci(ev, 's_g')} ({describe_difference(dg)} "
+                     f"vs base), S_D {_with_ci(ev, 's_d')} ({describe_difference(dd)})")
+    for lab, r in runs.items():
+        if r.get("status") not in ("completed",):
+            lines.append(f"- **{lab}**: {r.get('status')}" + (f" — {r['error']}" if r.get("error") else ""))
+    lines.append("")
+    v = _verdicts(diffs, remedy, runs, lines)
+    lines += _closing_lines(record, runs, base_ev)
+    return {"text": "\n".join(lines), "verdicts": v, "differences": diffs}
+
+
+def _differences(base_ev: dict | None, finals: dict, remedy: str | None) -> dict:
+    """Paired differences of S_G, S_D and S: each run against the base model, and the remedy against direct."""
+    from .scores import paired_delta
+
+    base = _scores(base_ev)
     sc = {lab: _scores(ev) for lab, ev in finals.items()}
     diffs: dict = {}
 
@@ -516,27 +594,24 @@ def summarise(record: dict) -> dict:
     if "direct" in sc and remedy in sc:
         diffs[f"{remedy} - direct"] = {k: (v.to_dict() if v is not None else None)
                                        for k, v in d(sc[remedy], sc["direct"]).items() if k in ("s_g", "s_d", "s")}
+    return diffs
 
+
+def _diff_interval(diffs: dict, name: str, key: str):
+    """One difference's interval (:class:`dba.stats.Interval`), or None when it was not measured."""
     from .stats import Interval
 
-    def iv(name, key):
-        x = (diffs.get(name) or {}).get(key)
-        return Interval.from_dict(x) if x else None
+    x = (diffs.get(name) or {}).get(key)
+    return Interval.from_dict(x) if x else None
 
-    lines = ["### What happened"]
-    if base_ev:
-        lines.append(f"- **Base model**: S_G {_with_ci(base_ev, 's_g')}, S_D {_with_ci(base_ev, 's_d')}")
-    for lab, ev in finals.items():
-        lines.append(f"- **{lab}**: S_G {_with_ci(ev, 's_g')} ({describe_difference(iv(f'{lab} - base', 's_g'))} "
-                     f"vs base), S_D {_with_ci(ev, 's_d')} ({describe_difference(iv(f'{lab} - base', 's_d'))})")
-    for lab, r in runs.items():
-        if r.get("status") not in ("completed",):
-            lines.append(f"- **{lab}**: {r.get('status')}" + (f" — {r['error']}" if r.get("error") else ""))
+
+def _verdicts(diffs: dict, remedy: str | None, runs: dict, lines: list[str]) -> dict:
+    """The verdicts (see :func:`summarise`), each with its sentence appended to ``lines``."""
+    from .stats import describe_difference
 
     v: dict = {k: None for k in ("direct_forgot", "direct_learned", "remedy_held", "remedy_learned",
                                  "remedy_kept_more")}
-    g = iv("direct - base", "s_g")
-    lines.append("")
+    g = _diff_interval(diffs, "direct - base", "s_g")
     if g is not None:
         v["direct_forgot"] = g.hi < 0
         if g.hi < 0:
@@ -548,12 +623,12 @@ def summarise(record: dict) -> dict:
         else:
             lines.append(f"**Direct fine-tuning did not forget measurably here**: the change of its general score "
                          f"is {describe_difference(g)}.")
-    dd = iv("direct - base", "s_d")
+    dd = _diff_interval(diffs, "direct - base", "s_d")
     if dd is not None:
         v["direct_learned"] = dd.lo > 0
         lines.append(f"Direct's domain score: {describe_difference(dd)} — "
                      + ("it learned the domain." if dd.lo > 0 else "no domain gain outside the noise."))
-    rg = iv(f"{remedy} - base", "s_g")
+    rg = _diff_interval(diffs, f"{remedy} - base", "s_g")
     if rg is not None:
         v["remedy_held"] = rg.hi >= 0
         if rg.hi >= 0:
@@ -565,18 +640,23 @@ def summarise(record: dict) -> dict:
     elif remedy in runs and runs[remedy].get("status") != "completed":
         v["remedy_held"] = False
         lines.append(f"**The remedy ({remedy}) did not hold**: the run {runs[remedy].get('status')}.")
-    rd = iv(f"{remedy} - base", "s_d")
+    rd = _diff_interval(diffs, f"{remedy} - base", "s_d")
     if rd is not None:
         v["remedy_learned"] = rd.lo > 0
         lines.append(f"The remedy's domain score: {describe_difference(rd)} — "
                      + ("it learned the domain." if rd.lo > 0 else "no domain gain outside the noise."))
-    kd = iv(f"{remedy} - direct", "s_g")
+    kd = _diff_interval(diffs, f"{remedy} - direct", "s_g")
     if kd is not None:
         v["remedy_kept_more"] = kd.lo > 0
         lines.append(f"{remedy} vs direct on general questions: {describe_difference(kd)} — "
                      + ("the remedy kept more, outside the noise." if kd.lo > 0 else
                         "direct kept more, outside the noise." if kd.hi < 0 else "no difference outside the noise."))
-    # the model's own words
+    return v
+
+
+def _closing_lines(record: dict, runs: dict, base_ev: dict | None) -> list[str]:
+    """The models' own words, what the lesson cost (and what came from the cache), and the caveats."""
+    lines = []
     qs = record.get("questions") or []
     says = []
     if record.get("base") and record["base"].get("answers"):
@@ -585,7 +665,6 @@ def summarise(record: dict) -> dict:
     if qs and says:
         parts = [f"{lab} {sum(a['says_answer'] for a in ans)} of {len(qs)}" for lab, ans in says]
         lines.append(f"\n**In its own words** — says the expected answer: {', '.join(parts)}.")
-    # cost and caveats
     t = record.get("timings") or {}
     cache = record.get("cache") or {}
     used = [k for k, c in cache.items() if c and c.get("hit")]
@@ -598,7 +677,7 @@ def summarise(record: dict) -> dict:
     lines.append(f"\n*One run, one seed, {n.get('general')} general and {n.get('domain')} domain questions; intervals "
                  "are 95 % paired bootstrap intervals over the questions (dba.stats). \"Within the noise\" means "
                  "the interval of the difference contains 0.*")
-    return {"text": "\n".join(lines), "verdicts": v, "differences": diffs}
+    return lines
 
 
 def answers_table(record: dict) -> tuple[list[str], list[list[str]]]:
