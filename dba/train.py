@@ -495,28 +495,108 @@ def finetune(
         _ACTIVE.discard(key)
 
 
+@dataclass
+class _Session:
+    """What one training session works with: the model, the data in its batch order, the optimiser and the guard.
+    Built by :func:`_load_model_and_data` and :func:`_make_optimizer`; ``start``/``tokens`` advance as it trains."""
+
+    cfg: FinetuneConfig
+    run: "_Run"
+    lm: LoadedModel
+    domain: Corpus
+    general: Corpus | None
+    gen_eval: list
+    dom_eval: list
+    pairs: tuple
+    scored: bool  # anything to evaluate
+    dom_plan: list
+    gen_plan: list | None
+    callback: Callable[[dict], None] | None
+    opt: DBAOptimizer | None = None
+    params: list | None = None
+    guard: CollapseGuard | None = None
+    start: int = 0  # the first step this session runs (the checkpoint's step when resuming)
+    tokens: int = 0
+    final_ckpt: bool = False  # the checkpoint is the weights-only one written after the last step
+
+    @property
+    def model(self):
+        return self.lm.model
+
+    @property
+    def tok(self):
+        return self.lm.tokenizer
+
+    @property
+    def ckpt(self) -> Path:
+        return self.run.dir / "checkpoint"
+
+    def checkpoint(self, step: int, final: bool = False) -> None:
+        self.run.phase = f"saving the checkpoint of step {step}"
+        _save_checkpoint(self.ckpt, self.model, self.opt, step, tokens=self.tokens, final=final)
+        self.run.checkpoint_step = step
+
+    def evaluate(self, step: int) -> dict:
+        """Score the model now, record the eval line and pass it to the callback."""
+        rec = {"type": "eval", "step": step,
+               **evaluate_model(self.model, self.tok, self.gen_eval, self.dom_eval, self.cfg, self.pairs)}
+        self.run.append_metric(rec)
+        if self.callback:
+            self.callback(rec)
+        return rec
+
+
 def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, progress, anchor, keep_model, note,
              signals: _StopSignals) -> RunResult:
-    from tqdm.auto import tqdm
+    # A resumed DBA run reuses the anchor it estimated before (unless one is given), so it needs no general data.
+    reuse_anchor = _reuses_own_anchor(cfg, run, resume, anchor)
+    s = _load_model_and_data(cfg, run, reuse_anchor=reuse_anchor, anchor=anchor, callback=callback, note=note)
+    anchor, anchor_path, estimated = _prepare_run_anchor(s, anchor, reuse_anchor=reuse_anchor, resume=resume,
+                                                         progress=progress, note=note)
+    _make_optimizer(s, anchor)
+    if resume:  # continue bit for bit: the checkpoint's weights, optimiser, step, tokens, metrics and guard state
+        _restore(s, note)
+    _record_config(s, anchor, anchor_path, estimated)
+    if s.start == 0 and cfg.evaluate_at_end and s.scored:
+        note(phase="eval", message="scoring the base model")
+        s.evaluate(0)
 
-    out = run.dir
-    ckpt = out / "checkpoint"
+    status, why, step = _train_loop(s, cancel=cancel, progress=progress, signals=signals)
+    run.train_seconds = time.perf_counter() - run.t_train
+
+    scores = None
+    if status in ("cancelled", "interrupted"):
+        _finish_stopped(s, status, step, signals, note)  # raises RunInterrupted on a signal
+    elif status == "diverged":
+        _finish_diverged(s, step, why, note)  # always raises DivergedError
+    else:
+        scores = _finish_completed(s, status, step, note)
+    return RunResult(run_dir=run.dir, status=status, steps_done=step, metrics=run.metrics, scores=scores,
+                     loaded=s.lm if keep_model else None)
+
+
+def _reuses_own_anchor(cfg: FinetuneConfig, run: "_Run", resume, anchor) -> bool:
+    """Resuming a DBA run that estimated its own anchor: load it from the run folder, wherever that was copied."""
+    return bool(resume and cfg.method == "dba" and anchor is None and not cfg.anchor
+                and (run.dir / "anchor.safetensors").exists())
+
+
+def _load_model_and_data(cfg: FinetuneConfig, run: "_Run", *, reuse_anchor: bool, anchor, callback,
+                         note) -> _Session:
     note(phase="load", message=f"loading model {cfg.model}")
     _seed_everything(cfg.seed)  # before LoRA init: same seed, same adapter start
     lm = load_model(cfg.model, quantization=cfg.quantization, lora=cfg.lora, device=cfg.device, dtype=cfg.dtype,
                     trust_remote_code=cfg.trust_remote_code)
     run.device = lm.device
-    model, tok = lm.model, lm.tokenizer
+    tok = lm.tokenizer
     note(phase="data", message="reading the data")
     domain = load_corpus(resolve_corpus(cfg.domain, "train"), tok, cfg.max_length)
     general = None
-    own_anchor = out / "anchor.safetensors"
-    reuse_anchor = resume and cfg.method == "dba" and anchor is None and not cfg.anchor and own_anchor.exists()
     if cfg.method == "mixture" or (cfg.method == "dba" and anchor is None and not cfg.anchor and not reuse_anchor):
         general = load_corpus(resolve_corpus(cfg.general, "train"), tok, cfg.max_length)
     gen_eval, dom_eval = load_eval_sets(cfg)
     pairs = load_heldout_pairs(cfg)
-    scored = bool(gen_eval or dom_eval or pairs[0] or pairs[1])  # anything to evaluate
+    scored = bool(gen_eval or dom_eval or pairs[0] or pairs[1])
 
     # The same domain data order for every method; mixture swaps a share of each batch for general examples.
     n_general = round(cfg.mixture_ratio * cfg.batch_size) if cfg.method == "mixture" else 0
@@ -524,77 +604,91 @@ def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, prog
     dom_plan = batch_plan(len(domain), cfg.batch_size - n_general, micro_steps, cfg.seed) \
         if cfg.batch_size - n_general > 0 else [[] for _ in range(micro_steps)]
     gen_plan = batch_plan(len(general), n_general, micro_steps, cfg.seed + 1) if n_general else None
+    return _Session(cfg=cfg, run=run, lm=lm, domain=domain, general=general, gen_eval=gen_eval, dom_eval=dom_eval,
+                    pairs=pairs, scored=scored, dom_plan=dom_plan, gen_plan=gen_plan, callback=callback)
 
+
+def _prepare_run_anchor(s: _Session, anchor, *, reuse_anchor: bool, resume, progress, note):
+    """The DBA anchor: the given one, the run's own (resuming), or a fresh estimate. Returns (anchor, its path,
+    whether this session estimated it)."""
+    cfg = s.cfg
     anchor_path = None
     estimated = False
     if cfg.method == "dba":
         if anchor is not None:
-            anchor.check_compatible(model, weights=not resume)
+            anchor.check_compatible(s.model, weights=not resume)
             anchor_path = anchor.meta.get("path")
         elif reuse_anchor:  # resuming: the anchor this run estimated (in this folder, wherever it was copied)
             note(phase="anchor", message="loading the run's anchor")
-            anchor, anchor_path = GlobalGradient.load(own_anchor, model), own_anchor
+            own_anchor = s.run.dir / "anchor.safetensors"
+            anchor, anchor_path = GlobalGradient.load(own_anchor, s.model), own_anchor
         else:
             note(phase="anchor", message="estimating the global gradient")
-            anchor, anchor_path = prepare_anchor(cfg, lm, general, out, progress)
+            anchor, anchor_path = prepare_anchor(cfg, s.lm, s.general, s.run.dir, progress)
             estimated = not cfg.anchor
-    opt_cfg = cfg.optimizer_config()
-    opt = DBAOptimizer(model, anchor if cfg.method == "dba" else None, opt_cfg)
-    params = [p for g in opt.param_groups for p in g["params"]]
-    guard = CollapseGuard(cfg.guard_window, cfg.guard_loss_rise, cfg.guard_weight_growth,
-                          weight_norm(params), enabled=cfg.collapse_guard)  # the start norm: before any checkpoint
+    return anchor, anchor_path, estimated
 
-    start, tokens, final_ckpt = 0, 0, False
-    if resume and (ckpt / "state.json").exists():
+
+def _make_optimizer(s: _Session, anchor) -> None:
+    cfg = s.cfg
+    s.opt = DBAOptimizer(s.model, anchor if cfg.method == "dba" else None, cfg.optimizer_config())
+    s.params = [p for g in s.opt.param_groups for p in g["params"]]
+    s.guard = CollapseGuard(cfg.guard_window, cfg.guard_loss_rise, cfg.guard_weight_growth,
+                            weight_norm(s.params), enabled=cfg.collapse_guard)  # the start norm: before any checkpoint
+
+
+def _restore(s: _Session, note) -> None:
+    """Resume: load the checkpoint (if any) and cut the metrics back to it."""
+    run = s.run
+    if (s.ckpt / "state.json").exists():
         note(phase="resume", message="loading the checkpoint")
-        meta = _load_checkpoint(ckpt, model, opt)
-        start, final_ckpt = int(meta["step"]), bool(meta.get("final"))
-        run.checkpoint_step = start
-        tokens = meta.get("tokens")
-        if tokens is None:  # checkpoints from before tokens were saved: the last step record before it
-            tokens = max((m.get("tokens", 0) for m in run.metrics if m.get("type") == "step"
-                          and m.get("step", 0) < start), default=0)
-    if resume:
-        # drop metrics of steps after the checkpoint: they will be run again (all of them when starting over)
-        run.metrics = [m for m in run.metrics if start and (m.get("step", 0) < start or
-                       (m.get("type") == "eval" and m.get("step", 0) <= start))]
-        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics))
-        for m in run.metrics:
-            if m.get("type") == "step":
-                guard.observe(m)  # the guard continues exactly where the interrupted session left it
+        meta = _load_checkpoint(s.ckpt, s.model, s.opt)
+        s.start, s.final_ckpt = int(meta["step"]), bool(meta.get("final"))
+        run.checkpoint_step = s.start
+        s.tokens = meta.get("tokens")
+        if s.tokens is None:  # checkpoints from before tokens were saved: the last step record before it
+            s.tokens = max((m.get("tokens", 0) for m in run.metrics if m.get("type") == "step"
+                            and m.get("step", 0) < s.start), default=0)
+    start = s.start
+    # drop metrics of steps after the checkpoint: they will be run again (all of them when starting over)
+    run.metrics = [m for m in run.metrics if start and (m.get("step", 0) < start or
+                   (m.get("type") == "eval" and m.get("step", 0) <= start))]
+    atomic_write_text(run.dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in run.metrics))
+    for m in run.metrics:
+        if m.get("type") == "step":
+            s.guard.observe(m)  # the guard continues exactly where the interrupted session left it
+
+
+def _record_config(s: _Session, anchor, anchor_path, estimated: bool) -> None:
+    """config.json with the anchor's provenance, and the status before the first step."""
+    run = s.run
     info = None
     if anchor is not None:
         info = {"path": str(anchor_path) if anchor_path else None,
                 "sha256_16": file_hash(anchor_path) if anchor_path and Path(anchor_path).exists() else None,
                 **{k: anchor.meta.get(k) for k in ("base_model", "weight_fingerprint", "space", "corpus",
                                                    "corpus_hash", "batches", "tokens", "energy", "rank")}}
-    atomic_write_json(out / "config.json", {**_recorded(cfg), "anchor_info": info})
-
+    atomic_write_json(run.dir / "config.json", {**_recorded(s.cfg), "anchor_info": info})
     if estimated:
         run.status["anchor_seconds"] = anchor.meta.get("seconds") or 0.0
-    run.write_status(step=start, tokens=tokens, checkpoint_step=run.checkpoint_step, **run.clock())
+    run.write_status(step=s.start, tokens=s.tokens, checkpoint_step=run.checkpoint_step, **run.clock())
 
-    if start == 0 and cfg.evaluate_at_end and scored:
-        note(phase="eval", message="scoring the base model")
-        rec = {"type": "eval", "step": 0, **evaluate_model(model, tok, gen_eval, dom_eval, cfg, pairs)}
-        run.append_metric(rec)
-        if callback:
-            callback(rec)
 
-    def checkpoint(step: int, final: bool = False):
-        run.phase = f"saving the checkpoint of step {step}"
-        _save_checkpoint(ckpt, model, opt, step, tokens=tokens, final=final)
-        run.checkpoint_step = step
+def _train_loop(s: _Session, *, cancel, progress, signals: _StopSignals):
+    """Train from ``s.start`` to ``cfg.steps``. Returns (status, why it diverged or None, the step it stopped at)."""
+    from tqdm.auto import tqdm
 
+    cfg, run = s.cfg, s.run
     run.t_train = time.perf_counter()
     last_ckpt = time.monotonic()
-    model.train()
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"{cfg.method}", unit="step", disable=not progress)
+    s.model.train()
+    bar = tqdm(total=cfg.steps, initial=s.start, desc=f"{cfg.method}", unit="step", disable=not progress)
     status, why = "completed", None
-    step = start
+    step = s.start
     signals.in_loop = True
     try:
-        for step in range(start, cfg.steps):
+        for step in range(s.start, cfg.steps):
+            # Stop requests are honoured between steps, so the checkpoint written on the way out is of whole steps.
             if _cancelled(cancel):
                 status = "cancelled"
                 break
@@ -602,110 +696,125 @@ def _execute(cfg: FinetuneConfig, run: "_Run", *, resume, cancel, callback, prog
                 status = "interrupted"
                 break
             run.phase = f"training step {step}"
-            loss_sum = 0.0
-            for k in range(cfg.grad_accum):
-                i = step * cfg.grad_accum + k
-                examples = [domain.examples[j] for j in dom_plan[i]]
-                if gen_plan is not None:
-                    examples += [general.examples[j] for j in gen_plan[i]]
-                batch = {key: v.to(lm.device) for key, v in collate(examples, tok.pad_token_id).items()}
-                loss = model(**batch).loss / cfg.grad_accum
-                loss.backward()
-                loss_sum += float(loss.detach())
-                tokens += int(batch["attention_mask"].sum())
-            clip = {}
-            if cfg.max_grad_norm is not None:
-                # grad_norm in the record is ‖g_D‖ as DBA sees it (after clipping); keep the raw norm next to it
-                clip["grad_norm_raw"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-                opt.note_clip(clip["grad_norm_raw"], cfg.max_grad_norm)  # for the clip-consistent boost
-            opt.set_loss(loss_sum)
-            try:
-                opt.step()
-            except TrainingError as e:  # too many non-finite gradients in a row
-                status, why = "diverged", str(e).rstrip(".")
-            opt.zero_grad(set_to_none=True)
-            w_norm = weight_norm(params)
-            rec = {"type": "step", **opt.last_record, **clip, "weight_norm": w_norm, "tokens": tokens,
-                   "elapsed": run.clock()["wall_seconds"]}
-            run.append_metric(rec)
-            if callback:
-                callback(rec)
+            rec, loss_sum, opt_error = _train_step(s, step)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum:.3f}", rho=f"{rec.get('rho', 0):+.2f}", lam=f"{rec.get('lam', 1):.2f}")
             done = step + 1
-            if status != "diverged":
-                why = guard.check_weights(w_norm) or guard.observe(rec)
+            if opt_error is not None:  # too many non-finite gradients in a row
+                status, why = "diverged", opt_error
+            else:
+                why = s.guard.check_weights(rec["weight_norm"]) or s.guard.observe(rec)
                 if why:
                     status = "diverged"
             if status == "diverged":
                 step = done
                 break
-            if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps and scored:
+            if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps and s.scored:
                 run.phase = f"scoring at step {done}"
-                erec = {"type": "eval", "step": done, **evaluate_model(model, tok, gen_eval, dom_eval, cfg, pairs)}
-                run.append_metric(erec)
-                if callback:
-                    callback(erec)
-                model.train()
+                s.evaluate(done)
+                s.model.train()
             if done < cfg.steps and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or
                                      (cfg.checkpoint_minutes and
                                       time.monotonic() - last_ckpt >= 60 * cfg.checkpoint_minutes)):
-                checkpoint(done)
+                s.checkpoint(done)
                 last_ckpt = time.monotonic()
-            run.write_status(step=done, tokens=tokens, checkpoint_step=run.checkpoint_step, **run.clock())
+            run.write_status(step=done, tokens=s.tokens, checkpoint_step=run.checkpoint_step, **run.clock())
         else:
             step = cfg.steps
     finally:
         signals.in_loop = False
         bar.close()
-    run.train_seconds = time.perf_counter() - run.t_train
+    return status, why, step
 
+
+def _train_step(s: _Session, step: int):
+    """One optimiser step over ``grad_accum`` micro-batches. Returns (the step record, the summed loss, the
+    optimiser's divergence message or None)."""
+    cfg, opt = s.cfg, s.opt
+    loss_sum = 0.0
+    for k in range(cfg.grad_accum):
+        i = step * cfg.grad_accum + k
+        examples = [s.domain.examples[j] for j in s.dom_plan[i]]
+        if s.gen_plan is not None:
+            examples += [s.general.examples[j] for j in s.gen_plan[i]]
+        batch = {key: v.to(s.lm.device) for key, v in collate(examples, s.tok.pad_token_id).items()}
+        loss = s.model(**batch).loss / cfg.grad_accum
+        loss.backward()
+        loss_sum += float(loss.detach())
+        s.tokens += int(batch["attention_mask"].sum())
+    clip = {}
+    if cfg.max_grad_norm is not None:
+        # grad_norm in the record is ‖g_D‖ as DBA sees it (after clipping); keep the raw norm next to it
+        clip["grad_norm_raw"] = float(torch.nn.utils.clip_grad_norm_(s.params, cfg.max_grad_norm))
+        opt.note_clip(clip["grad_norm_raw"], cfg.max_grad_norm)  # for the clip-consistent boost
+    opt.set_loss(loss_sum)
+    opt_error = None
+    try:
+        opt.step()
+    except TrainingError as e:  # too many non-finite gradients in a row
+        opt_error = str(e).rstrip(".")
+    opt.zero_grad(set_to_none=True)
+    w_norm = weight_norm(s.params)
+    rec = {"type": "step", **opt.last_record, **clip, "weight_norm": w_norm, "tokens": s.tokens,
+           "elapsed": s.run.clock()["wall_seconds"]}
+    s.run.append_metric(rec)
+    if s.callback:
+        s.callback(rec)
+    return rec, loss_sum, opt_error
+
+
+def _finish_stopped(s: _Session, status: str, step: int, signals: _StopSignals, note) -> None:
+    """Cancelled or interrupted: keep a checkpoint of the last whole step so the run can be resumed."""
+    run, out = s.run, s.run.dir
+    if run.checkpoint_step != step:
+        s.checkpoint(step)
+    ck = f"checkpoint of step {step} saved"
+    run.write_status(status=status, step=step, tokens=s.tokens, checkpoint_step=step, device=str(s.lm.device),
+                     **run.clock())
+    if status == "interrupted":
+        msg = (f"stopped by {signals.requested} before step {step} of {s.cfg.steps}; {ck}. Continue with: "
+               f"dba train --resume {out}")
+        run.write_status(error=msg)
+        note(phase=status, message=msg)
+        raise RunInterrupted(msg)
+    note(phase="cancelled", message=f"cancelled before step {step}; {ck}, resumable")
+
+
+def _finish_diverged(s: _Session, step: int, why, note) -> None:
+    """Diverged: save nothing from the broken weights; say what to change."""
+    run, out = s.run, s.run.dir
+    lr = s.cfg.dba.anneal.lr
+    ck = (f"its last good checkpoint (step {run.checkpoint_step}) is kept" if run.checkpoint_step is not None
+          else "no checkpoint was saved")
+    msg = (f"Run diverged at step {step}: {why}. Nothing was saved as a result ({ck}); lower the learning rate "
+           f"(η_0 = {lr:g}) or check the data; collapse_guard=False turns the guard off. Folder: {out}")
+    run.write_status(status="diverged", step=step, tokens=s.tokens, error=msg, device=str(s.lm.device),
+                     checkpoint_step=run.checkpoint_step, **run.clock())
+    note(phase="diverged", message=msg)
+    raise DivergedError(msg)
+
+
+def _finish_completed(s: _Session, status: str, step: int, note) -> dict | None:
+    """Completed: save the result, score it, and drop the checkpoint once the result is on disk. Returns the scores."""
+    cfg, run, out = s.cfg, s.run, s.run.dir
+    # Keep the finished training safe until the result is on disk: a weights-only checkpoint of the last step
+    # (the previous checkpoint stays until this one is complete; this one stays until the result is saved).
+    if not s.final_ckpt:
+        s.checkpoint(step, final=True)
+    run.phase = "saving the result"
+    note(phase="save", message="saving the result")
+    _save_result(out, s.lm)
     scores = None
-    if status in ("cancelled", "interrupted"):
-        if run.checkpoint_step != step:
-            checkpoint(step)
-        ck = f"checkpoint of step {step} saved"
-        run.write_status(status=status, step=step, tokens=tokens, checkpoint_step=step, device=str(lm.device),
-                         **run.clock())
-        if status == "interrupted":
-            msg = (f"stopped by {signals.requested} before step {step} of {cfg.steps}; {ck}. Continue with: "
-                   f"dba train --resume {out}")
-            run.write_status(error=msg)
-            note(phase=status, message=msg)
-            raise RunInterrupted(msg)
-        note(phase="cancelled", message=f"cancelled before step {step}; {ck}, resumable")
-    elif status == "diverged":
-        lr = cfg.dba.anneal.lr
-        ck = (f"its last good checkpoint (step {run.checkpoint_step}) is kept" if run.checkpoint_step is not None
-              else "no checkpoint was saved")
-        msg = (f"Run diverged at step {step}: {why}. Nothing was saved as a result ({ck}); lower the learning rate "
-               f"(η_0 = {lr:g}) or check the data; collapse_guard=False turns the guard off. Folder: {out}")
-        run.write_status(status="diverged", step=step, tokens=tokens, error=msg, device=str(lm.device),
-                         checkpoint_step=run.checkpoint_step, **run.clock())
-        note(phase="diverged", message=msg)
-        raise DivergedError(msg)
-    else:
-        # Keep the finished training safe until the result is on disk: a weights-only checkpoint of the last step
-        # (the previous checkpoint stays until this one is complete; this one stays until the result is saved).
-        if not final_ckpt:
-            checkpoint(step, final=True)
-        run.phase = "saving the result"
-        note(phase="save", message="saving the result")
-        _save_result(out, lm)
-        if cfg.evaluate_at_end and scored:
-            note(phase="eval", message="scoring the fine-tuned model")
-            erec = {"type": "eval", "step": cfg.steps, **evaluate_model(model, tok, gen_eval, dom_eval, cfg, pairs)}
-            run.append_metric(erec)
-            if callback:
-                callback(erec)
-            scores = {k: erec[k] for k in ("s_g", "s_d", "s")}
-            refresh_card(out)  # the model card, now with the final scores
-        run.write_status(status=status, step=step, tokens=tokens, device=str(lm.device), scores=scores,
-                         checkpoint_step=None, **run.clock())
-        shutil.rmtree(ckpt, ignore_errors=True)  # the result is saved; the checkpoint is no longer needed
-        note(phase=status, message=f"run {status}")
-    return RunResult(run_dir=out, status=status, steps_done=step, metrics=run.metrics, scores=scores,
-                     loaded=lm if keep_model else None)
+    if cfg.evaluate_at_end and s.scored:
+        note(phase="eval", message="scoring the fine-tuned model")
+        erec = s.evaluate(cfg.steps)
+        scores = {k: erec[k] for k in ("s_g", "s_d", "s")}
+        refresh_card(out)  # the model card, now with the final scores
+    run.write_status(status=status, step=step, tokens=s.tokens, device=str(s.lm.device), scores=scores,
+                     checkpoint_step=None, **run.clock())
+    shutil.rmtree(s.ckpt, ignore_errors=True)  # the result is saved; the checkpoint is no longer needed
+    note(phase=status, message=f"run {status}")
+    return scores
 
 
 def _cancelled(cancel) -> bool:
