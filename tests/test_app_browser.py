@@ -100,7 +100,7 @@ def test_lesson_live_then_recorded_in_a_browser(lesson_studio, tmp_path, monkeyp
     import shutil
 
     import app.teaching as teaching
-    from dba.lesson import QUESTIONS
+    from dba.lesson import LESSON_REMEDY, QUESTIONS
 
     url, runs = lesson_studio
     t0 = time.time()
@@ -122,7 +122,7 @@ def test_lesson_live_then_recorded_in_a_browser(lesson_studio, tmp_path, monkeyp
             table.wait_for(timeout=60_000)
             assert table.locator("tbody tr").count() == len(QUESTIONS)
             header = table.locator("thead").inner_text()
-            assert "base (start)" in header and "direct (end)" in header and "dba (end)" in header
+            assert "base (start)" in header and "direct (end)" in header and f"{LESSON_REMEDY} (end)" in header
             for q in QUESTIONS:
                 assert q.text in table.inner_text()
             for plot in ("#teach-scores", "#teach-plane", "#teach-loss", "#teach-rho", "#teach-dc"):
