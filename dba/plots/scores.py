@@ -50,15 +50,13 @@ def _draw_scores(ax, runs: list[dict], key: str, show_base: bool = True) -> int:
     return drawn
 
 
-def scores_over_steps(runs, path=None) -> Figure:
-    """S_G (left) and S_D (right) against the optimiser step for each run, from its ``eval`` records, with the 95 %
-    interval of each evaluation as a band (records with ``ci``); the base model (the step-0 evaluation) is a dotted
-    horizontal reference."""
+def _two_panels_over_steps(runs, keys: tuple[str, str], empty_note: str) -> Figure:
+    """The two panels both over-steps figures share: one metric per panel, a band per run, the base as a line."""
     runs = _as_runs(runs)
     fig = _new_figure(11, 4.2)
     axes = fig.subplots(1, 2, sharex=True)
     any_drawn = 0
-    for ax, key in zip(axes, ("s_g", "s_d")):
+    for ax, key in zip(axes, keys):
         title, ylabel = _SCORE_NAMES[key]
         drawn = _draw_scores(ax, runs, key)
         any_drawn = max(any_drawn, drawn)
@@ -68,9 +66,17 @@ def scores_over_steps(runs, path=None) -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _tidy(ax)
         if not drawn:
-            _note(ax, NO_EVALS)
+            _note(ax, empty_note)
     if any_drawn:
         _run_legend(fig, axes[1], any_drawn)
+    return fig
+
+
+def scores_over_steps(runs, path=None) -> Figure:
+    """S_G (left) and S_D (right) against the optimiser step for each run, from its ``eval`` records, with the 95 %
+    interval of each evaluation as a band (records with ``ci``); the base model (the step-0 evaluation) is a dotted
+    horizontal reference."""
+    fig = _two_panels_over_steps(runs, ("s_g", "s_d"), NO_EVALS)
     fig.suptitle("Scores during fine-tuning (dotted: base model)", fontsize=12)
     return _finish(fig, path)
 
@@ -80,23 +86,8 @@ def nll_over_steps(runs, path=None) -> Figure:
     from its ``eval`` records (``nll_g``, ``nll_d``), with the 95 % interval of each evaluation as a band; the base
     model (the step-0 evaluation) is a dotted horizontal reference. Lower is better: a rising left panel is
     forgetting, a falling right panel is learning the domain."""
-    runs = _as_runs(runs)
-    fig = _new_figure(11, 4.2)
-    axes = fig.subplots(1, 2, sharex=True)
-    any_drawn = 0
-    for ax, key in zip(axes, ("nll_g", "nll_d")):
-        title, ylabel = _SCORE_NAMES[key]
-        drawn = _draw_scores(ax, runs, key)
-        any_drawn = max(any_drawn, drawn)
-        ax.set_title(title)
-        ax.set_xlabel("optimiser step")
-        ax.set_ylabel(ylabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        _tidy(ax)
-        if not drawn:
-            _note(ax, "No held-out NLL yet (no held-out pairs, or no evaluation so far)")
-    if any_drawn:
-        _run_legend(fig, axes[1], any_drawn)
+    fig = _two_panels_over_steps(runs, ("nll_g", "nll_d"),
+                                 "No held-out NLL yet (no held-out pairs, or no evaluation so far)")
     fig.suptitle("Held-out answer NLL per token during fine-tuning (lower is better; dotted: base model)",
                  fontsize=12)
     return _finish(fig, path)
