@@ -217,7 +217,8 @@ class BoostConfig:
     ``projection`` (this project's variant, A-GEM-style): when ⟨g_D, ĝ⟩ < 0 remove the conflicting component,
     g̃ = g_D − ⟨g_D,ĝ⟩/‖ĝ‖²·ĝ, else g̃ = g_D; it never pushes along ĝ, so γ is not used.
     ``update`` (this project's variant): AdamW's moments come from g_D alone and ĝ is added to the *update*,
-    preconditioned by the same √v̂ (+ε): Δθ = −lr·λ·(m̂/(√v̂+ε) + γ·ĝ/(√v̂+ε)).
+    preconditioned by the same √v̂ (+ε): Δθ = −lr·λ·(m̂/(√v̂+ε) + γ·clip(ĝ/(√v̂+ε), ±1)) (the clip keeps
+    the anchor step within a full Adam step where v̂ ≈ 0).
     ``update-projection`` (this project's variant): A-GEM on the update: when AdamW's step direction u = m̂/(√v̂+ε)
     has ⟨u, ĝ⟩ < 0, its component along ĝ is removed; γ is not used."""
     c: float = 200.0
@@ -692,6 +693,10 @@ class Preset:
     """False while its numbers await measurement (docs/defaults.md)."""
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     """The mixture sweep of this preset's comparison (each ratio must give a distinct share of the batch)."""
+    lesson_eval_every: int | None = None
+    """How often the five-minute lesson scores its two models on the way (``dba.lesson``): None = half the run (one
+    intermediate evaluation per run), 0 = at the start and the end only (each evaluation of the embedded default costs
+    ≈ 28 s on 2 CPU cores, so the ``lesson`` preset scores only at its ends to fit in five minutes)."""
 
     def run_config(self, **changes) -> FinetuneConfig:
         """A fresh copy of :attr:`run` with ``changes`` applied."""
@@ -751,7 +756,7 @@ def _lesson() -> Preset:
         "lesson", "the study regime in about 70 s of training per run on 2 CPU cores",
         FinetuneConfig(lora=None, steps=24, batch_size=8, max_length=128, anchor_batches=8, eval_items=100,
                        dba=DBAConfig(anneal=AnnealConfig(lr=1e-3))),
-        duration="about 70 s of training per run on 2 CPU cores", confirmed=False)
+        duration="about 70 s of training per run on 2 CPU cores", confirmed=False, lesson_eval_every=0)
 
 
 def _full() -> Preset:

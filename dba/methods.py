@@ -116,8 +116,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "default changes)", needs_anchor=True, needs_general_data=False, configure=changes(), origin="reconstructed"),
     Method("dba-clip", "dba", "variant: ĝ scaled by the factor the loop's clipping applied to g_D (clip-consistent "
            "boost)", needs_anchor=True, needs_general_data=False, configure=changes(boost__clip="anchor")),
-    Method("dba-update", "dba", "variant: boost in update space — Adam's moments from g_D only, γ·ĝ/(√v̂+ε) added to "
-           "the update", needs_anchor=True, needs_general_data=False, configure=changes(boost__mode="update")),
+    Method("dba-update", "dba", "variant: boost in update space — Adam's moments from g_D only, γ·clip(ĝ/(√v̂+ε), ±1) "
+           "added to the update", needs_anchor=True, needs_general_data=False, configure=changes(boost__mode="update")),
     Method("dba-budget", "dba", f"variant: boost stops once the linearised general gain ⟨ĝ, θ_0 − θ_t⟩ reaches "
            f"{BUDGET:g} nats", needs_anchor=True, needs_general_data=False, configure=changes(boost__budget=BUDGET)),
     Method("dba-update-projection", "dba", "variant: A-GEM on Adam's update — its component along ĝ removed when "

@@ -364,12 +364,22 @@ def adam_denominators(opt, params: list[torch.nn.Parameter], eps: float) -> list
     return out
 
 
+UPDATE_BOOST_LIMIT = 1.0
+"""The largest per-coordinate anchor step of :class:`UpdateBoost`, in units of lr_t·λ_t·γ_t: |ĝ/(√v̂+ε)| is clipped to
+it. An Adam update m̂/√v̂ is at most about 1 per coordinate; an unbounded ĝ/√v̂ is not: where the domain batches never
+touched a weight (v̂ = 0, e.g. the embedding rows of tokens they do not contain) it is ĝ/ε ≈ 1e8·ĝ, and the first
+version of this variant blew the model up (held-out NLL 2560 on finance, docs/defaults.md)."""
+
+
 @dataclass(repr=False)
 class UpdateBoost(Transform):
-    """GGB in update space: after AdamW has moved θ by its update from g_D alone, θ ← θ − lr_t·λ_t·γ_t·ĝ/(√v̂+ε).
-    ĝ is preconditioned by the same √v̂ (+ε) as the domain step, and the fixed anchor never enters Adam's moments."""
+    """GGB in update space: after AdamW has moved θ by its update from g_D alone,
+    θ ← θ − lr_t·λ_t·γ_t·clip(ĝ/(√v̂+ε), ±1). ĝ is preconditioned by the same √v̂ (+ε) as the domain step, the fixed
+    anchor never enters Adam's moments, and no coordinate moves further than a full Adam step
+    (:data:`UPDATE_BOOST_LIMIT`)."""
 
     eps: float
+    limit: float = UPDATE_BOOST_LIMIT
     name = "update-boost"
     stage = "update"
 
@@ -378,7 +388,8 @@ class UpdateBoost(Transform):
             return
         step = s.lr * s.lam * s.gamma
         for p, h, den in zip(s.params, s.g_hat, adam_denominators(opt, s.params, self.eps)):
-            p.add_((h.float() / den).to(p.dtype), alpha=-step)
+            u = (h.float() / den).clamp_(-self.limit, self.limit)
+            p.add_(u.to(p.dtype), alpha=-step)
 
 
 @dataclass(repr=False)

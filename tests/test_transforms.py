@@ -152,7 +152,20 @@ def test_update_boost_preconditions_the_anchor_by_adams_sqrt_v():
     with torch.no_grad():
         UpdateBoost(eps=1e-8)(s, opt)
     vhat = (0.001 * g * g) / (1 - 0.999)
-    assert torch.allclose(p.detach(), after_adam - 0.1 * 1.5 * 0.2 * h / (vhat.sqrt() + 1e-8), rtol=1e-6)
+    u = h / (vhat.sqrt() + 1e-8)                      # [2, 0.5, −3]: two coordinates beyond a full Adam step
+    assert torch.allclose(p.detach(), after_adam - 0.1 * 1.5 * 0.2 * u.clamp(-1, 1), rtol=1e-6)
+    assert torch.allclose(p.detach() - after_adam, torch.tensor([-0.03, -0.015, 0.03]), atol=1e-7)
+
+
+def test_update_boost_does_not_blow_up_where_the_domain_gradient_is_zero():
+    g = torch.tensor([1.0, 0.0])                       # the second weight never sees a domain gradient: v̂ = 0
+    p, opt = _adam_one_step(g)
+    after_adam = p.detach().clone()
+    s = state([g], [torch.tensor([0.0, 0.5])], params=[p], gamma=0.1, lr=0.1, lam=1.0)
+    with torch.no_grad():
+        UpdateBoost(eps=1e-8)(s, opt)
+    # unclipped, 0.5/1e-8 would move it by 5e5; clipped, by one full step lr·λ·γ = 0.01
+    assert torch.allclose(p.detach() - after_adam, torch.tensor([0.0, -0.01]), atol=1e-9)
 
 
 def test_update_projection_on_a_conflicting_update():
