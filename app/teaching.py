@@ -25,7 +25,8 @@ INTRO = (
     "### What this shows\n"
     "We fine-tune **{model}** on the **{domain}** domain twice — same data, same order, same seed, {steps} steps "
     "({mode}, η₀ {lr:g}): once the usual way (**direct**: domain data only) and once with the remedy "
-    "**{remedy}** ({remedy_summary}). Before, during and after each run the model takes two quizzes: general "
+    "**{remedy}** ({remedy_summary}). Before and after each run (and on the way, when the preset has time) the model "
+    "takes two quizzes: general "
     "questions (**S_G**, what it should *keep*) and {domain} questions (**S_D**, what it should *learn*); the bars "
     "are 95 % intervals. At the end every model answers the same plain questions in its own words."
 )

@@ -90,8 +90,9 @@ class LessonConfig(ConfigBase):
     device: str | None = None
     """auto, cpu, cuda ... (None = the preset's, auto)."""
     eval_every: int | None = None
-    """Score the models every N steps on the way (None = the preset's ``eval_every``, else half the run: one
-    intermediate evaluation per run, which keeps the lesson within its time on 2 CPU cores; 0 = start and end only)."""
+    """Score the models every N steps on the way (None = the preset's ``eval_every`` if it has one, else its
+    ``lesson_eval_every``: half the run for most presets, start and end only for ``lesson``, which keeps it within five
+    minutes on 2 CPU cores; 0 = start and end only)."""
     mixture_ratio: float = LESSON_MIXTURE_RATIO
     """General share of each batch when the remedy is ``mixture``."""
     answer_tokens: int = 24
@@ -151,7 +152,8 @@ def lesson_compare_config(cfg: LessonConfig) -> CompareConfig:
     if cfg.eval_every is not None:
         run.eval_every = cfg.eval_every
     elif not run.eval_every:
-        run.eval_every = max(1, math.ceil(run.steps / 2))
+        run.eval_every = (max(1, math.ceil(run.steps / 2)) if p.lesson_eval_every is None
+                          else p.lesson_eval_every)
     if run.eval_every >= run.steps:
         run.eval_every = 0
     return CompareConfig(run=run, domains=[cfg.domain], methods=["direct", cfg.remedy], ratios=[cfg.mixture_ratio],
