@@ -52,6 +52,7 @@ class AnchorMap:
         named = trainable_parameters(model)
         by_id = {id(p): n for n, p in named.items()}
         self.names = [by_id.get(id(p)) for p in params]
+        self._fixed_norm2: float | None = None
         if self.space == "param":
             self.fixed = [anchor.matrix(n).to(p.dtype) if n in anchor.names() else torch.zeros_like(p)
                           for n, p in zip(self.names, params)]
@@ -84,6 +85,15 @@ class AnchorMap:
                 g = s * self.anchor.times_left(lname, b.T)       # s·Bᵀ·Ĝ   [r, in]
             out.append(g.to(p.dtype))
         return out
+
+    def norm2(self, g_hat: list[torch.Tensor]) -> float:
+        """‖ĝ_t‖² of what :meth:`__call__` returned: computed once for the fixed param-space anchor, every step in
+        weight space (where ĝ_t follows the adapter)."""
+        if self.space == "param" and g_hat is self.fixed:
+            if self._fixed_norm2 is None:
+                self._fixed_norm2 = float(dot(self.fixed, self.fixed))
+            return self._fixed_norm2
+        return float(dot(g_hat, g_hat))
 
     # ---- the linearised general loss (budgeted boost) ---------------------------------------------------------
     @torch.no_grad()
@@ -249,8 +259,10 @@ class DBAOptimizer(torch.optim.AdamW):
         self._clip = (1.0, None)  # a clip report is for one step
 
         # 1. g_D: the domain gradient as the loop left it (accumulated, clipped). Non-finite: skip this step.
+        #    ‖g_D‖² is finite exactly when every entry is, unless finite entries overflow it: only then look at each.
         g_d = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        if not all(torch.isfinite(g).all() for g in g_d):
+        norm2_d = float(dot(g_d, g_d))
+        if not math.isfinite(norm2_d) and not all(torch.isfinite(g).all() for g in g_d):
             group0["dba_skipped"] += 1
             group0["dba_nonfinite_in_a_row"] += 1
             group0["dba_t"] = t + 1
@@ -264,10 +276,10 @@ class DBAOptimizer(torch.optim.AdamW):
 
         # 2. ĝ_t: the global gradient in trainable space (chain rule at the current adapter in weight space).
         g_hat = self.anchor_map(params) if self.anchor_map is not None else None
-        norm_d = math.sqrt(float(dot(g_d, g_d)))
-        norm_hat = math.sqrt(float(dot(g_hat, g_hat))) if g_hat is not None else 0.0
+        norm2_hat = self.anchor_map.norm2(g_hat) if g_hat is not None else 0.0
+        norm_d, norm_hat = math.sqrt(norm2_d), math.sqrt(norm2_hat)
         s = StepState(t=t, total_steps=T, params=params, g_d=g_d, g_hat=g_hat, g=g_d, norm_d=norm_d,
-                      norm_hat=norm_hat, clip=clip, max_norm=max_norm)
+                      norm_hat=norm_hat, norm2_d=norm2_d, norm2_hat=norm2_hat, clip=clip, max_norm=max_norm)
 
         # 3-6. The gradient transforms, in order (for the paper's DBA):
         #   ρ_t = cos(g_D, ĝ_t)                 how much the domain step agrees with the general direction

@@ -68,13 +68,15 @@ def dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
     return sum((x.float() * y.float()).sum() for x, y in zip(a, b)) if a else torch.tensor(0.0)
 
 
-def similarity(g_d: list[torch.Tensor], g_hat: list[torch.Tensor], kind: str = "cosine") -> float:
-    """ρ = cos(g_D, ĝ) over all tensors together (0 when either is zero), or ⟨g_D, ĝ⟩/‖ĝ‖² for ``projection``."""
+def similarity(g_d: list[torch.Tensor], g_hat: list[torch.Tensor], kind: str = "cosine", *,
+               nd2: float | None = None, nh2: float | None = None) -> float:
+    """ρ = cos(g_D, ĝ) over all tensors together (0 when either is zero), or ⟨g_D, ĝ⟩/‖ĝ‖² for ``projection``.
+    ``nd2``/``nh2``: ‖g_D‖², ‖ĝ‖² when the caller has them already (each is a full pass over every weight)."""
     d = float(dot(g_d, g_hat))
-    nh2 = float(dot(g_hat, g_hat))
+    nh2 = float(dot(g_hat, g_hat)) if nh2 is None else nh2
     if kind == "projection":
         return d / nh2 if nh2 > 0 else 0.0
-    nd2 = float(dot(g_d, g_d))
+    nd2 = float(dot(g_d, g_d)) if nd2 is None else nd2
     return d / math.sqrt(nd2 * nh2) if nd2 > 0 and nh2 > 0 else 0.0
 
 
@@ -119,7 +121,9 @@ def annealed_lr(t: int, total_steps: int, cfg: "AnnealConfig") -> float:
 def boost(g_d: list[torch.Tensor], g_hat: list[torch.Tensor], gamma: float, mode: str) -> list[torch.Tensor]:
     """GGB: the boosted gradient g̃ from g_D and the anchor ĝ (same shapes, same order)."""
     if mode == "convex":
-        return [gamma * h + (1.0 - gamma) * d for d, h in zip(g_d, g_hat)]
+        # γ·ĝ + (1 − γ)·g_D as one fused op (d + γ·(h − d)): one pass and one new tensor per weight instead of
+        # three; equal up to float rounding
+        return [torch.lerp(d, h.to(d.dtype), gamma) for d, h in zip(g_d, g_hat)]
     if mode == "additive":
         return [d + gamma * h for d, h in zip(g_d, g_hat)]
     if mode == "projection":
@@ -167,6 +171,10 @@ class StepState:
     """The gradient AdamW will see; starts as g_D."""
     norm_d: float
     norm_hat: float
+    norm2_d: float | None = None
+    """‖g_D‖² (computed once per step; the similarity reuses it)."""
+    norm2_hat: float | None = None
+    """‖ĝ_t‖² of the ``g_hat`` the step started with (None once a transform replaced ``g_hat``)."""
     clip: float = 1.0
     """The factor the loop's clipping applied to g_D (1 when the loop did not report clipping)."""
     max_norm: float | None = None
@@ -202,7 +210,7 @@ class Similarity(Transform):
     name = "similarity"
 
     def __call__(self, s, opt=None):
-        s.rho = similarity(s.g_d, s.g_hat, self.kind)
+        s.rho = similarity(s.g_d, s.g_hat, self.kind, nd2=s.norm2_d, nh2=s.norm2_hat)
 
 
 class RelativeScale(Transform):
@@ -213,6 +221,7 @@ class RelativeScale(Transform):
     def __call__(self, s, opt=None):
         if s.norm_hat > 0:
             s.g_hat = [h * (s.norm_d / s.norm_hat) for h in s.g_hat]
+            s.norm2_hat = None
 
 
 class ClipScale(Transform):
@@ -224,6 +233,7 @@ class ClipScale(Transform):
     def __call__(self, s, opt=None):
         if s.clip != 1.0:
             s.g_hat = [h * s.clip for h in s.g_hat]
+            s.norm2_hat = None
 
 
 @dataclass(repr=False)
