@@ -61,13 +61,13 @@ READING_GUIDE = """### How to read the plots
 """
 
 
-def lesson_config(ws: Workspace, domain: str, folder: Path) -> LessonConfig:
+def lesson_config(ws: Workspace, domain: str, folder: Path, remedy: str = LESSON_REMEDY) -> LessonConfig:
     """The session's lesson: the Studio's lesson preset (``DBA_STUDIO_LESSON_PRESET``), the Model tab's model and
-    device, the library's remedy (:data:`dba.lesson.LESSON_REMEDY`); base scores and ĝ_G shared through the cache
-    by every session. Public mode keeps no weights (a session's disk quota)."""
+    device, the remedy picked on the page (default: the library's, :data:`dba.lesson.LESSON_REMEDY`); base scores and
+    ĝ_G shared through the cache by every session. The lesson keeps no weights (time and disk; fine-tune in the Fine-tune tab to chat with one)."""
     s = ws.settings
-    return LessonConfig(preset=s.lesson_preset_name, remedy=LESSON_REMEDY, domain=domain, model=ws.model.name,
-                        device=ws.model.device, output_dir=str(folder), keep_weights=not s.public)
+    return LessonConfig(preset=s.lesson_preset_name, remedy=remedy, domain=domain, model=ws.model.name,
+                        device=ws.model.device, output_dir=str(folder))
 
 
 def intro(cfg: LessonConfig) -> str:
@@ -93,11 +93,11 @@ def page_record(record: dict) -> dict:
     return shareable(record)
 
 
-def lesson_job(ws: Workspace, domain: str):
+def lesson_job(ws: Workspace, domain: str, remedy: str = LESSON_REMEDY):
     """One click: the lesson of :mod:`dba.lesson`, narrated on the job; its live record in ``job.result["lesson"]``
     (drawn by the tab while it runs), the finished record there too."""
     folder = ws.new_run_dir(f"lesson-{domain}")
-    cfg = lesson_config(ws, domain, folder)
+    cfg = lesson_config(ws, domain, folder, remedy)
 
     def work(job: Job) -> None:
         traces = {}

@@ -799,11 +799,12 @@ def _finish_completed(s: _Session, status: str, step: int, note) -> dict | None:
     cfg, run, out = s.cfg, s.run, s.run.dir
     # Keep the finished training safe until the result is on disk: a weights-only checkpoint of the last step
     # (the previous checkpoint stays until this one is complete; this one stays until the result is saved).
-    if not s.final_ckpt:
-        s.checkpoint(step, final=True)
-    run.phase = "saving the result"
-    note(phase="save", message="saving the result")
-    _save_result(out, s.lm)
+    if cfg.save_weights:
+        if not s.final_ckpt:
+            s.checkpoint(step, final=True)
+        run.phase = "saving the result"
+        note(phase="save", message="saving the result")
+        _save_result(out, s.lm)
     scores = None
     if cfg.evaluate_at_end and s.scored:
         note(phase="eval", message="scoring the fine-tuned model")

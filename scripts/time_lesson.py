@@ -26,6 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dba.lesson import LESSON_REMEDY  # noqa: E402
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -50,14 +52,14 @@ def wait_for_server(url: str, proc: subprocess.Popen | None, timeout: float) -> 
     raise SystemExit(f"The app did not answer at {url} within {timeout:.0f} s.")
 
 
-def one_visit(url: str, domain: str, timeout: float) -> dict:
+def one_visit(url: str, domain: str, remedy: str, timeout: float) -> dict:
     """A new session presses "Run the lesson" and waits for it to finish; returns the times and the job's status."""
     from gradio_client import Client
 
     client = Client(url, verbose=False)
     try:
         t0 = time.perf_counter()
-        client.predict(domain, api_name="/start_teaching")
+        client.predict(domain, remedy, api_name="/start_teaching")
         st = None
         while time.perf_counter() - t0 < timeout:
             st = client.predict(600, api_name="/wait_job")
@@ -78,6 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default=os.environ.get("DBA_STUDIO_LESSON_PRESET") or "lesson",
                     help="the lesson preset (DBA_STUDIO_LESSON_PRESET; 'smoke' with the tiny model)")
     ap.add_argument("--domain", default="finance")
+    ap.add_argument("--remedy", default=LESSON_REMEDY, help=f"the remedy picked on the page (default {LESSON_REMEDY})")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--visits", type=int, default=2, help="lessons in a row, each from a new session (default 2: "
                     "first visit, then a repeat with warm caches)")
@@ -114,7 +117,7 @@ def main(argv=None) -> int:
               flush=True)
         visits = []
         for i in range(args.visits):
-            v = one_visit(url, args.domain, args.timeout)
+            v = one_visit(url, args.domain, args.remedy, args.timeout)
             rec = v["record"] or {}
             used = {k: bool(c and c.get("hit")) for k, c in (rec.get("cache") or {}).items()}
             # named by what the lesson reports, not by guess: a --cache-dir may be empty or already warm

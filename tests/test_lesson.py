@@ -20,8 +20,8 @@ from dba.cache import cached_anchor, cached_base_scores, cached_json, digest
 from dba.config import AnchorConfig, LoraSettings
 from dba.data import MCItem, bundled_path, load_mc
 from dba.errors import DBAError
-from dba.lesson import (QUESTIONS, LessonConfig, answers_markdown, answers_table, figures, load_record, run_lesson,
-                        save_record, summarise)
+from dba.lesson import (LESSON_REMEDY, QUESTIONS, LessonConfig, answers_markdown, answers_table, figures, load_record,
+                        remedy_choices, run_lesson, save_record, summarise)
 from dba.models import base_model, load_model, weight_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,11 +211,24 @@ def test_record_saves_loads_and_draws(two_lessons, tmp_path):
 
 
 def test_lesson_config_refuses_a_remedy_that_is_not_one():
-    for bad in ("direct", "ewc", "wiseft", "nope"):
+    for bad in ("direct", "wiseft", "dba-no-dc", "nope"):   # no training, direct itself, an ablation, unknown
         with pytest.raises(DBAError, match="remedy"):
             LessonConfig(remedy=bad)
-    LessonConfig(remedy="mixture")
-    LessonConfig(remedy="dba-update")
+    for good in ("mixture", "dba-update", "ewc", "l2sp", LESSON_REMEDY):
+        LessonConfig(remedy=good)
+    assert remedy_choices()[0] == LESSON_REMEDY and "direct" not in remedy_choices()
+
+
+@pytest.mark.parametrize("remedy", ["l2sp", "ewc"])
+def test_a_lesson_with_a_baseline_remedy(remedy, tmp_path):
+    rec = run_lesson(LessonConfig(preset="smoke", remedy=remedy, output_dir=str(tmp_path / "l"),
+                                  cache_dir=str(tmp_path / "cache")))
+    assert rec["status"] == "completed" and [r["label"] for r in rec["runs"]] == ["direct", remedy]
+    assert rec["remedy"]["name"] == remedy and rec["remedy"]["needs_anchor"] == (remedy == "ewc")
+    assert (rec["cache"].get("anchor") is not None) == (remedy == "ewc")   # ĝ_G (and its Fisher) only for EWC
+    assert "remedy" in rec["summary"]["text"].lower() or remedy in rec["summary"]["text"]
+    # keep_weights False (the default): no weights, no checkpoint were written, only records
+    assert not list((tmp_path / "l").rglob("*.safetensors")) and not list((tmp_path / "l").rglob("checkpoint"))
 
 
 # --------------------------------------------------------------------------------------------------------------------

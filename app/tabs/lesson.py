@@ -9,7 +9,7 @@ import gradio as gr
 
 from dba.data import BUNDLED_DOMAINS
 from dba.errors import DBAError
-from dba.lesson import LESSON_REMEDY, answers_markdown, figures, plot_runs
+from dba.lesson import LESSON_REMEDY, answers_markdown, figures, plot_runs, remedy_choices
 
 from .. import teaching, views
 from .common import PLOT, Ctx, guard
@@ -47,7 +47,9 @@ def build(ctx: Ctx) -> SimpleNamespace:
     with gr.Tab("Start here: see forgetting", id="teach", elem_id="tab-teach"):
         gr.Markdown(
             "**One click, one lesson.** The Studio fine-tunes the model on a domain twice — the usual way "
-            f"(*direct*) and with a remedy (*{LESSON_REMEDY}*) — with the same data, seed and steps, scores both "
+            f"(*direct*) and with a remedy (default *{LESSON_REMEDY}*, the best-scoring DBA variant measured; none "
+            "held in the study — pick *l2sp* or *ewc* to see a remedy that does) — with the same data, seed and "
+            "steps, scores both "
             "with error bars as they go, and asks every model the same plain questions. Lesson preset "
             f"**{s.lesson_preset_name}**: {run.steps} steps, batch {run.batch_size}, {size}, η₀ "
             f"{run.dba.anneal.lr:g}, {items}{f' ({p.duration})' if p.duration else ''}. The model is the one "
@@ -55,8 +57,9 @@ def build(ctx: Ctx) -> SimpleNamespace:
             "cached, so a repeated lesson starts at the runs.")
         with gr.Row(equal_height=True):
             t.domain = gr.Dropdown(list(BUNDLED_DOMAINS), value="finance", label="Domain to learn", scale=2)
-            t.run = gr.Button(f"▶ Run the lesson live: direct vs {LESSON_REMEDY}", variant="primary", scale=3,
-                              elem_id="teach-run")
+            t.remedy = gr.Dropdown(remedy_choices(), value=LESSON_REMEDY, label="Remedy beside direct", scale=2,
+                                   elem_id="teach-remedy")
+            t.run = gr.Button("▶ Run the lesson live", variant="primary", scale=3, elem_id="teach-run")
             t.show = gr.Button("Show the recorded lesson", variant="secondary", scale=2, elem_id="teach-recorded")
         t.banner = gr.Markdown(start[0] if start else "", elem_id="teach-banner")
         with gr.Row():
@@ -88,17 +91,20 @@ def wire(ctx: Ctx, t: SimpleNamespace) -> None:
     page = ctx.page
 
     @guard
-    def start_teaching(sid, domain, request: gr.Request):
+    def start_teaching(sid, domain, remedy, request: gr.Request):
         ws = page.ws(sid, request)
         if domain not in BUNDLED_DOMAINS:
             raise DBAError(f"Choose one of the bundled domains: {', '.join(BUNDLED_DOMAINS)}.")
+        remedy = remedy or LESSON_REMEDY
+        if remedy not in remedy_choices():
+            raise DBAError(f"Choose one of the remedies: {', '.join(remedy_choices())}.")
         ws.model.check()
-        work, cfg = teaching.lesson_job(ws, domain)
+        work, cfg = teaching.lesson_job(ws, domain, remedy)
         job = page.start(ws, "teach", f"Lesson: direct vs {cfg.remedy} on {domain}", work)
         return (page.started(job), "**LIVE LESSON** — running now; the figures follow it.",
                 "\n\n".join(job.notes) or teaching.intro(cfg), NO_ANSWERS)
 
-    t.run.click(start_teaching, [ctx.sid, t.domain], [ctx.job_html, t.banner, t.md, t.answers],
+    t.run.click(start_teaching, [ctx.sid, t.domain, t.remedy], [ctx.job_html, t.banner, t.md, t.answers],
                 api_name="start_teaching")
 
     @guard
