@@ -46,7 +46,7 @@ NOT_NEEDED = {"gradio", "gradio-client"}
 #: Notebook tools checked besides requirements.txt (any version: Colab has its own).
 NOTEBOOK_TOOLS = ("ipywidgets",)
 #: Which preset each notebook runs in full mode (FAST mode: ``smoke``). Names from :mod:`dba.config`.
-NOTEBOOK_PRESETS = {"01": "study", "02": "quick", "03": "quick", "04": "quick"}
+NOTEBOOK_PRESETS = {"01": "lesson", "02": "quick", "03": "quick", "04": "quick"}
 #: The repository placeholder the notebooks ship with; ``python -m dba.tutorial set-repo OWNER/NAME`` replaces it.
 REPO_PLACEHOLDER = "OWNER/dba-studio"
 NOTEBOOKS = ("01_catastrophic_forgetting", "02_global_gradient", "03_dba_step_by_step", "04_compare_methods")
