@@ -261,3 +261,29 @@ def test_compare_refuses_bad_seeds_and_alphas_in_one_line(tmp_path, capsys):
         rc = cli_main(["compare", "--model", "tiny", flag, val, "-o", str(tmp_path / "x"), "--print-config"])
         err = capsys.readouterr().err
         assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_wiseft_posthoc_adds_the_curve_of_chosen_runs_to_a_finished_comparison(data, tmp_path):
+    """scripts/wiseft_posthoc.py: a comparison made without --wiseft gets WiSE-FT rows for the runs named (here
+    direct, not dba), scored on the interpolated weights, and its tables are rewritten; no run is trained again."""
+    import importlib.util
+
+    out = tmp_path / "cmp"
+    assert cli_main(["compare", "--model", "tiny", "--lora-rank", "4", "--domains", data["dom"], "--general",
+                     data["gen"], "--general-eval", data["mc_gen"], "--domain-eval", data["mc_dom"], "--methods",
+                     "direct,dba", "--steps", "2", "--batch-size", "4", "--max-length", "48", "--anchor-batches",
+                     "2", "--eval-items", "0", "--scorer", "loglik", "--lr", "0.05", "--general-heldout", "none",
+                     "--domain-heldout", "none", "-o", str(out), "--quiet"]) == 0
+    status_before = (out / "runs" / "dba" / "status.json").read_text()
+    spec = importlib.util.spec_from_file_location("wiseft_posthoc", Path(__file__).parents[1] / "scripts" /
+                                                  "wiseft_posthoc.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([str(out), "--labels", "direct", "--alphas", "0.5"]) == 0
+    with open(out / "results.csv", newline="") as f:
+        rows = {r["label"]: r for r in csv.DictReader(f)}
+    assert "direct+wiseft-0.5" in rows and "dba+wiseft-0.5" not in rows
+    assert rows["direct+wiseft-0.5"]["method"] == "wiseft" and _f(rows["direct+wiseft-0.5"]["alpha"]) == 0.5
+    assert (out / "runs" / "dba" / "status.json").read_text() == status_before  # kept, not retrained
+    assert mod.main([str(out), "--labels", "nope"]) == 2
+    assert mod.main([str(out), "--alphas", "1.5"]) == 2
