@@ -43,6 +43,17 @@ nine DBA-family variants screened in the lesson regime (one seed, docs/defaults.
 of them it forgot MORE than direct (ΔS_G −18.5 vs −10.5 points), and the lesson says so. EWC and L2-SP held there;
 pass ``remedy="l2sp"`` (or pick it on the page) to show a remedy that holds."""
 
+STUDY_VERDICT = (
+    "**What the study says** (3 seeds, finance and medicine, the 40-step study regime; docs/defaults.md): no "
+    "DBA-family variant met the targets. Every one forgot more than direct fine-tuning — on finance the paper's "
+    "reconstruction lost 25.8 points of S_G and the best variant (dba-conservative) 19.3, against direct's 12.6. "
+    "The remedies that held: EWC, with its Fisher from the same one-off general pass that estimates ĝ_G (S_G +4.5, "
+    "as much domain gain as direct), L2-SP (S_G +8.3 on finance, +4.7 on medicine) and 25 % general mixture (−3.4, "
+    "−4.0). Pick *ewc* or *l2sp* as the remedy to see one hold."
+)
+"""Shown under the closing summary of a lesson whose remedy is a DBA-family method: this one run is one draw; the
+3-seed study is the evidence (issue 13)."""
+
 LESSON_MIXTURE_RATIO = 0.25
 """The general share of each batch when the remedy is ``mixture`` (25 % prevented forgetting in the first full
 round, DESIGN.md §6)."""
@@ -684,6 +695,11 @@ def _closing_lines(record: dict, runs: dict, base_ev: dict | None) -> list[str]:
         names = {"base": "the base model's scores and answers", "anchor": "the global gradient"}
         cost += " (from the cache: " + " and ".join(names.get(k, k) for k in used) + ")"
     lines.append(cost + ".")
+    from .methods import METHODS
+
+    rem = (record.get("remedy") or {}).get("name")
+    if rem in METHODS and METHODS[rem].kind == "dba":
+        lines.append("\n" + STUDY_VERDICT)
     n = (base_ev or {}).get("n") or {}
     lines.append(f"\n*One run, one seed, {n.get('general')} general and {n.get('domain')} domain questions; intervals "
                  "are 95 % paired bootstrap intervals over the questions (dba.stats). \"Within the noise\" means "

@@ -336,3 +336,13 @@ def test_a_cancelled_lesson_stops_with_its_record_so_far(tmp_path):
     rec = e.value.record
     assert rec["status"] == "cancelled" and [r["label"] for r in rec["runs"]] == ["direct"]
     assert rec["runs"][0]["status"] == "cancelled" and rec["base"]["answers"]
+
+
+def test_the_summary_points_to_the_study_when_the_remedy_is_a_dba_variant():
+    from dba.lesson import STUDY_VERDICT
+
+    rec = _record([1.0] * 30 + [0.0] * 10, [1.0] * 20 + [0.0] * 20)
+    rec["remedy"] = {"label": "dba", "name": "dba-conservative"}
+    assert STUDY_VERDICT in summarise(rec)["text"]
+    rec["remedy"] = {"label": "dba", "name": "l2sp"}   # a baseline remedy: the study note is not its story
+    assert STUDY_VERDICT not in summarise(rec)["text"]
