@@ -64,7 +64,8 @@ READING_GUIDE = """### How to read the plots
 def lesson_config(ws: Workspace, domain: str, folder: Path, remedy: str = LESSON_REMEDY) -> LessonConfig:
     """The session's lesson: the Studio's lesson preset (``DBA_STUDIO_LESSON_PRESET``), the Model tab's model and
     device, the remedy picked on the page (default: the library's, :data:`dba.lesson.LESSON_REMEDY`); base scores and
-    ĝ_G shared through the cache by every session. The lesson keeps no weights (time and disk; fine-tune in the Fine-tune tab to chat with one)."""
+    ĝ_G shared through the cache by every session. The lesson keeps no weights (time and disk; fine-tune in the
+    Fine-tune tab to chat with one)."""
     s = ws.settings
     return LessonConfig(preset=s.lesson_preset_name, remedy=remedy, domain=domain, model=ws.model.name,
                         device=ws.model.device, output_dir=str(folder))

@@ -95,11 +95,8 @@ def wire(ctx: Ctx, t: SimpleNamespace) -> None:
         ws = page.ws(sid, request)
         if domain not in BUNDLED_DOMAINS:
             raise DBAError(f"Choose one of the bundled domains: {', '.join(BUNDLED_DOMAINS)}.")
-        remedy = remedy or LESSON_REMEDY
-        if remedy not in remedy_choices():
-            raise DBAError(f"Choose one of the remedies: {', '.join(remedy_choices())}.")
         ws.model.check()
-        work, cfg = teaching.lesson_job(ws, domain, remedy)
+        work, cfg = teaching.lesson_job(ws, domain, remedy or LESSON_REMEDY)  # LessonConfig refuses a bad one
         job = page.start(ws, "teach", f"Lesson: direct vs {cfg.remedy} on {domain}", work)
         return (page.started(job), "**LIVE LESSON** — running now; the figures follow it.",
                 "\n\n".join(job.notes) or teaching.intro(cfg), NO_ANSWERS)
